@@ -1,0 +1,107 @@
+"""The ledger's single exception tree.
+
+Every failure the ledger can report is one of these classes. Transports map them
+exactly once: the API to RFC 9457 problem+json (``api/problems.py``), the CLI to
+exit codes (``cli/errors.py``). Nothing else invents error handling.
+
+::
+
+    LedgerError                      base; never raised directly
+    ├── InvalidInput                 malformed or out-of-range input        (CLI 2, HTTP 422)
+    │   └── PayloadTooLarge          a size cap was exceeded                (CLI 2, HTTP 413)
+    ├── NotFound                     unknown id / index                     (CLI 4, HTTP 404)
+    ├── Unauthenticated              no or bad credentials                  (CLI 3, HTTP 401)
+    ├── Forbidden                    authenticated but not allowed          (CLI 3, HTTP 403)
+    ├── RuleViolation                a custody rule refused the event       (CLI 3, HTTP 409/422)
+    │   └── Conflict                 lost a race / duplicate id / replay    (CLI 3, HTTP 409)
+    ├── VerificationError            a proof, signature or digest failed    (CLI 1, HTTP 422)
+    │   └── InvalidSignature         an Ed25519 / note signature failed
+    ├── IntegrityFault               stored data is inconsistent (audit)    (CLI 1, HTTP 500)
+    ├── Backpressure                 overloaded; retry later                (CLI 5, HTTP 503)
+    └── UpstreamError                a backend (PostgreSQL, Fabric) failed  (CLI 5, HTTP 502)
+
+Messages are one clear sentence meant for a human; ``rule`` / ``kind`` fields are
+stable machine-readable codes.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger reports."""
+
+    code = "ledger-error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(LedgerError):
+    code = "invalid-input"
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "payload-too-large"
+
+
+class NotFound(LedgerError):
+    code = "not-found"
+
+
+class Unauthenticated(LedgerError):
+    code = "unauthenticated"
+
+
+class Forbidden(LedgerError):
+    code = "forbidden"
+
+
+class RuleViolation(LedgerError):
+    """A custody rule refused an event. ``rule`` names the rule (stable code)."""
+
+    code = "rule-violation"
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class Conflict(RuleViolation):
+    """The event lost a race (stale artefact head), reuses an id, or replays a nonce."""
+
+    code = "conflict"
+
+
+class VerificationError(LedgerError):
+    code = "verification-failed"
+
+
+class InvalidSignature(VerificationError):
+    code = "invalid-signature"
+
+
+class IntegrityFault(LedgerError):
+    """Stored data contradicts itself (found by audit or a startup check)."""
+
+    code = "integrity-fault"
+
+    def __init__(self, message: str, index: int | None = None, kind: str = "integrity") -> None:
+        super().__init__(message)
+        self.index = index
+        self.kind = kind
+
+
+class Backpressure(LedgerError):
+    code = "backpressure"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamError(LedgerError):
+    code = "upstream-error"
