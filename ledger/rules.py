@@ -1,0 +1,403 @@
+"""The custody rules: a pure state machine over a key/value world state.
+
+``apply(view, signed, ctx) -> Effects`` checks one signed event against the current
+state and returns the writes it causes, or raises :class:`RuleViolation` naming the
+rule. The state is a map of JSON records by key (``org/ID``, ``actor/ID``, ``case/ID``,
+``lb/ID``, ``art/ID``, ``tr/ID``, ``nonce/HEX``, ``ledger``), so the same function runs
+over an in-memory dict (audit), the SQL ``state`` table, or Fabric world state.
+
+Rule codes (stable, machine-readable) are listed in ``docs/rules.md``. Every rule that
+involves time uses ``ctx.ledger_time`` (assigned at append), never the claimed time,
+except the skew rule that bounds the claimed time.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ledger import events as ev
+from ledger import payloads as pl
+from ledger.errors import Conflict, InvalidSignature, RuleViolation
+from ledger.vocab import CUSTODIAL_ROLES, DOMESTIC_ONLY_INSTRUMENTS, STRONG_DIGESTS
+
+Record = dict[str, Any]
+
+
+class StateView(Protocol):
+    """Read access to the world state; ``None`` when the key does not exist."""
+
+    def get(self, key: str) -> Record | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the ledger assigns to the event: its position and time."""
+
+    index: int
+    ledger_time: int
+
+
+@dataclass(slots=True)
+class Effects:
+    """The outcome of applying one event."""
+
+    writes: dict[str, Record] = field(default_factory=dict)
+    #: Object ids this event concerns, for history look-ups (artefact, case, transfer...).
+    refs: list[str] = field(default_factory=list)
+    #: What a caller may want to report (artefact id, receipt outcome...).
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class MemoryState:
+    """A dict-backed world state (used by audit and by tests)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+
+    def get(self, key: str) -> Record | None:
+        return self.records.get(key)
+
+    def commit(self, effects: Effects) -> None:
+        self.records.update(effects.writes)
+
+
+def _refuse(rule: str, message: str) -> RuleViolation:
+    return RuleViolation(rule, message)
+
+
+def _need(view: StateView, key: str, what: str) -> Record:
+    rec = view.get(key)
+    if rec is None:
+        raise _refuse("unknown-" + key.split("/", 1)[0], f"unknown {what} {key.split('/', 1)[1]!r}")
+    return rec
+
+
+def _date(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).date().isoformat()
+
+
+def _pub(actor: Record) -> bytes:
+    return base64.b64decode(actor["public_key"])
+
+
+def apply(view: StateView, signed: ev.SignedEvent, ctx: Context) -> Effects:
+    """Check ``signed`` against the state and return its effects (pure; raises on refusal)."""
+    event = signed.event
+    payload = pl.validate(event.kind, event.payload)
+    if event.kind == ev.GENESIS:
+        return _genesis(view, signed, payload, ctx)
+    ledger = view.get("ledger")
+    if ledger is None:
+        raise _refuse("no-genesis", "the ledger has no genesis event yet")
+    signer = _check_envelope(view, ledger, signed, ctx)
+    nonce_key = "nonce/" + event.nonce
+    if view.get(nonce_key) is not None:
+        raise Conflict("replay", f"nonce {event.nonce} was already used on this ledger")
+    handler = _HANDLERS[event.kind]
+    if event.kind in _NEEDS_ROLE and not set(signer["roles"]) & _NEEDS_ROLE[event.kind]:
+        raise _refuse(
+            "role", f"actor {signer['id']} (roles: {', '.join(signer['roles'])}) may not "
+            f"perform {event.kind}; it needs one of: {', '.join(sorted(_NEEDS_ROLE[event.kind]))}")
+    effects = handler(view, signer, event, payload, ctx)
+    if event.kind in _HEAD_MOVERS:
+        effects.writes["art/" + payload.artefact if event.kind != ev.ARTEFACT_REGISTER
+                       else "art/" + payload.id]["head"] = signed.event_id
+    effects.writes[nonce_key] = {"event_id": signed.event_id, "index": ctx.index}
+    effects.refs.append(signer["id"])
+    return effects
+
+
+def _check_envelope(view: StateView, ledger: Record, signed: ev.SignedEvent,
+                    ctx: Context) -> Record:
+    event = signed.event
+    if event.origin != ledger["origin"]:
+        raise _refuse("origin", f"event is for ledger {event.origin!r}, not {ledger['origin']!r}")
+    if event.kind in _CHAINED and event.prev is None:
+        raise _refuse("prev", f"{event.kind} must name the artefact's current head in 'prev'")
+    if event.kind not in _CHAINED and event.prev is not None:
+        raise _refuse("prev", f"{event.kind} must not carry 'prev'")
+    skew = ledger["skew_ms"]
+    if abs(event.claimed_time - ctx.ledger_time) > skew:
+        raise _refuse("clock-skew", f"claimed time differs from ledger time by "
+                      f"{abs(event.claimed_time - ctx.ledger_time) // 1000} s, more than the "
+                      f"allowed {skew // 1000} s; check the signer's clock")
+    actor = view.get("actor/" + event.signer)
+    if actor is None:
+        raise _refuse("unknown-signer", f"unknown signer {event.signer!r}")
+    if actor["status"] != "active":
+        raise _refuse("revoked-key", f"actor {event.signer} was revoked at log index "
+                      f"{actor['revoked_at']} and can no longer sign")
+    try:
+        ev.verify_event(signed, _pub(actor))
+    except InvalidSignature as exc:
+        raise _refuse("signature", f"signature of {event.signer} does not verify: {exc}") from exc
+    return actor
+
+
+def _genesis(view: StateView, signed: ev.SignedEvent, p: pl.Genesis, ctx: Context) -> Effects:
+    event = signed.event
+    if view.get("ledger") is not None or ctx.index != 0:
+        raise _refuse("genesis", "a genesis event is only valid as entry 0 of a new ledger")
+    if p.actor.org != p.org.id or event.signer != p.actor.id or "admin" not in p.actor.roles:
+        raise _refuse("genesis", "the genesis event must be signed by an admin of its own org")
+    if event.prev is not None:
+        raise _refuse("prev", "the genesis event must not carry 'prev'")
+    try:
+        ev.verify_event(signed, base64.b64decode(p.actor.public_key))
+    except InvalidSignature as exc:
+        raise _refuse("signature", f"genesis signature does not verify: {exc}") from exc
+    org = {**p.org.model_dump(), "registered_at": ctx.index}
+    actor = _actor_record(p.actor, ctx)
+    ledger = {"origin": event.origin, "log_key": p.log_key, "skew_ms": p.skew_ms,
+              "genesis": signed.event_id}
+    return Effects(
+        writes={"ledger": ledger, f"org/{p.org.id}": org, f"actor/{p.actor.id}": actor,
+                "nonce/" + event.nonce: {"event_id": signed.event_id, "index": ctx.index}},
+        refs=[p.org.id, p.actor.id], result={"origin": event.origin})
+
+
+def _actor_record(a: pl.ActorInfo, ctx: Context) -> Record:
+    return {**a.model_dump(), "key_id": ev.actor_key_id(a.id, base64.b64decode(a.public_key)),
+            "status": "active", "enrolled_at": ctx.index, "revoked_at": None}
+
+
+def _org_register(view: StateView, signer: Record, e: ev.Event, p: pl.OrgRegister,
+                  ctx: Context) -> Effects:
+    if view.get("org/" + p.id) is not None:
+        raise Conflict("duplicate-id", f"organisation {p.id} already exists")
+    return Effects({f"org/{p.id}": {**p.model_dump(), "registered_at": ctx.index}}, [p.id],
+                   {"org": p.id})
+
+
+def _actor_enrol(view: StateView, signer: Record, e: ev.Event, p: pl.ActorEnrol,
+                 ctx: Context) -> Effects:
+    _need(view, "org/" + p.org, "organisation")
+    if view.get("actor/" + p.id) is not None:
+        raise Conflict("duplicate-id", f"actor {p.id} already exists")
+    if signer["org"] != p.org and view.get(f"orgadmin/{p.org}") is not None:
+        raise _refuse("admin-scope", f"only an admin of {p.org} may enrol its actors")
+    writes = {f"actor/{p.id}": _actor_record(p, ctx)}
+    if "admin" in p.roles:
+        writes[f"orgadmin/{p.org}"] = {"actor": p.id}
+    return Effects(writes, [p.id, p.org], {"actor": p.id})
+
+
+def _actor_revoke(view: StateView, signer: Record, e: ev.Event, p: pl.ActorRevoke,
+                  ctx: Context) -> Effects:
+    target = _need(view, "actor/" + p.actor, "actor")
+    if target["org"] != signer["org"]:
+        raise _refuse("admin-scope", f"only an admin of {target['org']} may revoke {p.actor}")
+    if target["status"] != "active":
+        raise _refuse("revoked-key", f"actor {p.actor} is already revoked")
+    rec = {**target, "status": "revoked", "revoked_at": ctx.index, "revoke_reason": p.reason}
+    return Effects({f"actor/{p.actor}": rec}, [p.actor], {"actor": p.actor})
+
+
+def _case_open(view: StateView, signer: Record, e: ev.Event, p: pl.CaseOpen,
+               ctx: Context) -> Effects:
+    if view.get("case/" + p.id) is not None:
+        raise Conflict("duplicate-id", f"case {p.id} already exists")
+    rec = {"id": p.id, "title": p.title, "lead_org": signer["org"], "members": [],
+           "opened_at": ctx.index}
+    return Effects({f"case/{p.id}": rec}, [p.id], {"case": p.id})
+
+
+def _case_orgs(case: Record) -> set[str]:
+    return {case["lead_org"], *case["members"]}
+
+
+def _case_add_member(view: StateView, signer: Record, e: ev.Event, p: pl.CaseAddMember,
+                     ctx: Context) -> Effects:
+    case = _need(view, "case/" + p.case, "case")
+    _need(view, "org/" + p.org, "organisation")
+    if signer["org"] != case["lead_org"]:
+        raise _refuse("case-lead", f"only the lead organisation {case['lead_org']} may add "
+                      f"members to case {p.case}")
+    if p.org in _case_orgs(case):
+        raise Conflict("duplicate-id", f"{p.org} is already a member of case {p.case}")
+    rec = {**case, "members": [*case["members"], p.org]}
+    return Effects({f"case/{p.case}": rec}, [p.case, p.org], {"case": p.case})
+
+
+def _legal_basis(view: StateView, signer: Record, e: ev.Event, p: pl.LegalBasis,
+                 ctx: Context) -> Effects:
+    if view.get("lb/" + p.id) is not None:
+        raise Conflict("duplicate-id", f"legal basis {p.id} already exists")
+    if p.valid_until < p.valid_from:
+        raise _refuse("legal-basis-window", "valid_until is before valid_from")
+    if p.case is None and not p.artefacts:
+        raise _refuse("legal-basis-scope", "a legal basis must name a case or artefacts")
+    if p.case is not None:
+        _need(view, "case/" + p.case, "case")
+    for art in p.artefacts:
+        _need(view, "art/" + art, "artefact")
+    org = _need(view, "org/" + signer["org"], "organisation")
+    if org["jurisdiction"] not in (p.issuing_state, p.executing_state):
+        raise _refuse("legal-basis-state", f"{signer['org']} ({org['jurisdiction']}) is neither "
+                      "the issuing nor the executing state of this instrument")
+    rec = {**p.model_dump(), "recorded_by": signer["id"], "recorded_at": ctx.index}
+    return Effects({f"lb/{p.id}": rec}, [p.id, *([p.case] if p.case else []), *p.artefacts],
+                   {"legal_basis": p.id})
+
+
+def _artefact_register(view: StateView, signer: Record, e: ev.Event, p: pl.ArtefactRegister,
+                       ctx: Context) -> Effects:
+    if view.get("art/" + p.id) is not None:
+        raise Conflict("duplicate-id", f"artefact {p.id} already exists")
+    case = _need(view, "case/" + p.case, "case")
+    if signer["org"] not in _case_orgs(case):
+        raise _refuse("case-member", f"{signer['org']} is not a member of case {p.case}")
+    for parent in p.parents:
+        if _need(view, "art/" + parent, "parent artefact")["case"] != p.case:
+            raise _refuse("parent-case", f"parent {parent} belongs to another case")
+    rec = {"id": p.id, "case": p.case, "exhibit": p.exhibit, "type": p.type,
+           "digests": p.digests, "size": p.size, "parents": p.parents,
+           "custodian": signer["org"], "head": "", "open_transfer": None,
+           "registered_at": ctx.index, "registered_by": signer["id"], "incidents": 0}
+    return Effects({f"art/{p.id}": rec}, [p.id, p.case, *p.parents, "sha256:" + p.digests["sha256"]],
+                   {"artefact": p.id, "custodian": signer["org"]})
+
+
+def _check_head(art: Record, e: ev.Event) -> None:
+    if e.prev != art["head"]:
+        raise Conflict("stale-head", f"artefact {art['id']} changed since this event was "
+                       "prepared (another custody event won); re-read it and try again")
+
+
+def _dispatch(view: StateView, signer: Record, e: ev.Event, p: pl.Dispatch,
+              ctx: Context) -> Effects:
+    art = _need(view, "art/" + p.artefact, "artefact")
+    _check_head(art, e)
+    if signer["org"] != art["custodian"]:
+        raise _refuse("not-custodian", f"{signer['org']} is not the custodian of {p.artefact} "
+                      f"({art['custodian']} is)")
+    if art["open_transfer"] is not None:
+        raise Conflict("open-dispatch", f"artefact {p.artefact} already has an open dispatch "
+                       f"({art['open_transfer']})")
+    if view.get("tr/" + p.transfer) is not None:
+        raise Conflict("duplicate-id", f"transfer {p.transfer} already exists")
+    to_org = _need(view, "org/" + p.to_org, "organisation")
+    if p.to_org == art["custodian"]:
+        raise _refuse("self-dispatch", f"{p.to_org} already holds {p.artefact}")
+    if p.to_actor is not None and _need(view, "actor/" + p.to_actor, "actor")["org"] != p.to_org:
+        raise _refuse("to-actor", f"actor {p.to_actor} does not belong to {p.to_org}")
+    from_org = _need(view, "org/" + art["custodian"], "organisation")
+    if p.legal_basis is not None or from_org["jurisdiction"] != to_org["jurisdiction"]:
+        _check_legal_basis(view, art, p, from_org["jurisdiction"], to_org["jurisdiction"], ctx)
+    tr = {"id": p.transfer, "artefact": p.artefact, "from_org": art["custodian"],
+          "to_org": p.to_org, "to_actor": p.to_actor, "legal_basis": p.legal_basis,
+          "status": "open", "dispatched_at": ctx.index, "closed_at": None}
+    new_art = {**art, "open_transfer": p.transfer}
+    return Effects({f"art/{p.artefact}": new_art, f"tr/{p.transfer}": tr},
+                   [p.artefact, p.transfer, art["case"]],
+                   {"transfer": p.transfer, "artefact": p.artefact})
+
+
+def _check_legal_basis(view: StateView, art: Record, p: pl.Dispatch, from_j: str, to_j: str,
+                       ctx: Context) -> None:
+    if p.legal_basis is None:
+        raise _refuse("legal-basis-required", f"dispatch from {from_j} to {to_j} crosses a "
+                      "border and needs a legal basis (MLAT request, EIO, ...)")
+    lb = _need(view, "lb/" + p.legal_basis, "legal basis")
+    states = {lb["issuing_state"], lb["executing_state"]}
+    if from_j != to_j and lb["instrument"] in DOMESTIC_ONLY_INSTRUMENTS:
+        raise _refuse("legal-basis-instrument", f"a {lb['instrument']} does not authorise a "
+                      "transfer across a border")
+    if {from_j, to_j} - states:
+        raise _refuse("legal-basis-states", f"legal basis {lb['id']} is between "
+                      f"{lb['issuing_state']} and {lb['executing_state']}, not {from_j} and {to_j}")
+    today = _date(ctx.ledger_time)
+    if not lb["valid_from"] <= today <= lb["valid_until"]:
+        raise _refuse("legal-basis-expired", f"legal basis {lb['id']} is valid from "
+                      f"{lb['valid_from']} until {lb['valid_until']}, not on {today}")
+    in_scope = (lb["case"] == art["case"] and not lb["artefacts"]) or art["id"] in lb["artefacts"]
+    if lb["case"] is not None and lb["case"] != art["case"]:
+        in_scope = False
+    if not in_scope:
+        raise _refuse("legal-basis-scope", f"legal basis {lb['id']} does not cover artefact "
+                      f"{art['id']}")
+
+
+def _receipt(view: StateView, signer: Record, e: ev.Event, p: pl.Receipt,
+             ctx: Context) -> Effects:
+    art = _need(view, "art/" + p.artefact, "artefact")
+    tr = _need(view, "tr/" + p.transfer, "transfer")
+    _check_head(art, e)
+    if tr["artefact"] != p.artefact or art["open_transfer"] != p.transfer:
+        raise _refuse("no-open-dispatch", f"transfer {p.transfer} is not the open dispatch of "
+                      f"artefact {p.artefact}")
+    if signer["org"] != tr["to_org"] or tr["to_actor"] not in (None, signer["id"]):
+        raise _refuse("not-recipient", f"{signer['id']} ({signer['org']}) is not the recipient "
+                      f"of transfer {p.transfer}")
+    recorded = {a: v for a, v in art["digests"].items() if a in STRONG_DIGESTS}
+    missing = sorted(set(recorded) - set(p.recomputed))
+    if missing and p.outcome == "accepted":
+        raise _refuse("digest-missing", "acceptance needs every recorded digest recomputed; "
+                      f"missing: {', '.join(missing)}")
+    differ = sorted(a for a in recorded if a in p.recomputed and p.recomputed[a] != recorded[a])
+    if p.outcome == "accepted" and differ:
+        raise _refuse("digest-mismatch", f"received bytes do not match the recorded "
+                      f"{', '.join(differ)} digest; record a rejection instead")
+    if p.outcome == "rejected" and not differ and not p.reason:
+        raise _refuse("reject-reason", "a rejection with matching digests must give a reason")
+    accepted = p.outcome == "accepted"
+    new_art = {**art, "open_transfer": None,
+               "custodian": tr["to_org"] if accepted else art["custodian"],
+               "incidents": art["incidents"] + (0 if accepted else 1)}
+    new_tr = {**tr, "status": p.outcome, "closed_at": ctx.index, "mismatched": differ}
+    return Effects({f"art/{p.artefact}": new_art, f"tr/{p.transfer}": new_tr},
+                   [p.artefact, p.transfer, art["case"]],
+                   {"outcome": p.outcome, "mismatched": differ, "custodian": new_art["custodian"]})
+
+
+def may_access(view: StateView, actor: Record, artefact_id: str) -> bool:
+    """Access policy: the custodian org and the case's member orgs may access an artefact."""
+    art = view.get("art/" + artefact_id)
+    if art is None:
+        return False
+    case = view.get("case/" + art["case"])
+    allowed = {art["custodian"], *(_case_orgs(case) if case else ())}
+    return bool(actor["status"] == "active" and actor["org"] in allowed)
+
+
+def _access(view: StateView, signer: Record, e: ev.Event, p: pl.Access,
+            ctx: Context) -> Effects:
+    art = _need(view, "art/" + p.artefact, "artefact")
+    decision = "success" if may_access(view, signer, p.artefact) else "denied"
+    if p.outcome != decision:
+        raise _refuse("access-outcome", f"access by {signer['id']} to {p.artefact} is "
+                      f"{decision} by policy, but the event claims {p.outcome}")
+    return Effects({}, [p.artefact, art["case"]], {"outcome": decision})
+
+
+def _verification(view: StateView, signer: Record, e: ev.Event, p: pl.Verification,
+                  ctx: Context) -> Effects:
+    art = _need(view, "art/" + p.artefact, "artefact")
+    expected = "authentic" if art["digests"]["sha256"] == p.sha256 else "mismatch"
+    if p.verdict != expected:
+        raise _refuse("verdict", f"the verdict for this digest is {expected}, not {p.verdict}")
+    return Effects({}, [p.artefact, art["case"]], {"verdict": p.verdict})
+
+
+_HANDLERS: dict[str, Any] = {
+    ev.ORG_REGISTER: _org_register, ev.ACTOR_ENROL: _actor_enrol,
+    ev.ACTOR_REVOKE: _actor_revoke, ev.CASE_OPEN: _case_open,
+    ev.CASE_ADD_MEMBER: _case_add_member, ev.LEGAL_BASIS: _legal_basis,
+    ev.ARTEFACT_REGISTER: _artefact_register, ev.DISPATCH: _dispatch, ev.RECEIPT: _receipt,
+    ev.ACCESS: _access, ev.VERIFICATION: _verification,
+}
+_NEEDS_ROLE: dict[str, frozenset[str]] = {
+    ev.ORG_REGISTER: frozenset({"admin"}), ev.ACTOR_ENROL: frozenset({"admin"}),
+    ev.ACTOR_REVOKE: frozenset({"admin"}), ev.CASE_OPEN: frozenset({"prosecutor", "admin"}),
+    ev.CASE_ADD_MEMBER: frozenset({"prosecutor", "admin"}),
+    ev.LEGAL_BASIS: frozenset({"prosecutor", "admin"}),
+    ev.ARTEFACT_REGISTER: frozenset({"examiner"}),
+    ev.DISPATCH: CUSTODIAL_ROLES, ev.RECEIPT: CUSTODIAL_ROLES,
+}
+#: Kinds that move custody and therefore carry the artefact head in ``prev``.
+_CHAINED = frozenset({ev.DISPATCH, ev.RECEIPT})
+#: Kinds after which the artefact's head is this event's id.
+_HEAD_MOVERS = _CHAINED | {ev.ARTEFACT_REGISTER}

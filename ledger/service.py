@@ -1,0 +1,216 @@
+"""Use cases: build an event for the acting actor, sign it locally, append it.
+
+The service works over any :class:`~ledger.store.base.LedgerStore` — the local SQL
+store in embedded mode, or a remote store that speaks to the API server — so events are
+always signed where the private key lives. Clock and randomness are passed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import _sodium
+from ledger import events as ev
+from ledger.errors import Forbidden, InvalidInput, NotFound
+from ledger.evidence import Digests
+from ledger.rules import may_access
+from ledger.store.base import AppendResult, LedgerStore
+from ledger.vocab import STRONG_DIGESTS
+
+Clock = Callable[[], int]
+Random = Callable[[int], bytes]
+_B32 = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o/1/i/l: ids are read aloud and retyped
+
+
+@dataclass(frozen=True)
+class ActorKey:
+    """An actor id with its loaded private key (never serialised)."""
+
+    actor_id: str
+    signer: _sodium.Signer
+
+    @property
+    def key_id(self) -> str:
+        return ev.actor_key_id(self.actor_id, self.signer.public_key)
+
+    @property
+    def public_key_b64(self) -> str:
+        return base64.b64encode(self.signer.public_key).decode()
+
+
+class Custody:
+    """The custody use cases over one ledger."""
+
+    def __init__(self, store: LedgerStore, *, origin: str, clock: Clock, random: Random) -> None:
+        self.store = store
+        self.origin = origin
+        self.clock = clock
+        self.random = random
+
+    # ---- plumbing -----------------------------------------------------------------
+
+    def new_id(self, prefix: str) -> str:
+        raw = self.random(8)
+        return prefix + "-" + "".join(_B32[b % len(_B32)] for b in raw)
+
+    def event(self, kind: str, actor: ActorKey, payload: dict[str, Any],
+              prev: str | None = None) -> ev.SignedEvent:
+        body = ev.Event(kind=kind, origin=self.origin, nonce=self.random(16).hex(),
+                        claimed_time=self.clock(), signer=actor.actor_id,
+                        key_id=actor.key_id, payload=payload, prev=prev)
+        return ev.sign_event(body, actor.signer)
+
+    def submit(self, kind: str, actor: ActorKey, payload: dict[str, Any],
+               prev: str | None = None) -> AppendResult:
+        return self.store.append(self.event(kind, actor, payload, prev))
+
+    def record(self, key: str, what: str) -> dict[str, Any]:
+        rec = self.store.state(key)
+        if rec is None:
+            raise NotFound(f"unknown {what} {key.split('/', 1)[1]!r}")
+        return rec
+
+    # ---- identities ---------------------------------------------------------------
+
+    def genesis(self, actor: ActorKey, *, org_id: str, org_name: str, jurisdiction: str,
+                actor_name: str, roles: list[str], log_key: str,
+                skew_ms: int = 300_000) -> AppendResult:
+        payload = {"log_key": log_key, "skew_ms": skew_ms,
+                   "org": {"id": org_id, "name": org_name, "jurisdiction": jurisdiction},
+                   "actor": {"id": actor.actor_id, "org": org_id, "name": actor_name,
+                             "roles": roles, "public_key": actor.public_key_b64}}
+        return self.submit(ev.GENESIS, actor, payload)
+
+    def add_org(self, actor: ActorKey, org_id: str, name: str,
+                jurisdiction: str) -> AppendResult:
+        return self.submit(ev.ORG_REGISTER, actor,
+                           {"id": org_id, "name": name, "jurisdiction": jurisdiction})
+
+    def enrol(self, actor: ActorKey, *, actor_id: str, org: str, name: str, roles: list[str],
+              public_key: bytes) -> AppendResult:
+        return self.submit(ev.ACTOR_ENROL, actor, {
+            "id": actor_id, "org": org, "name": name, "roles": roles,
+            "public_key": base64.b64encode(public_key).decode()})
+
+    def revoke(self, actor: ActorKey, target: str, reason: str = "") -> AppendResult:
+        return self.submit(ev.ACTOR_REVOKE, actor, {"actor": target, "reason": reason})
+
+    # ---- cases and legal bases ----------------------------------------------------
+
+    def open_case(self, actor: ActorKey, ref: str, title: str = "") -> AppendResult:
+        return self.submit(ev.CASE_OPEN, actor, {"id": ref, "title": title})
+
+    def add_member(self, actor: ActorKey, case: str, org: str) -> AppendResult:
+        return self.submit(ev.CASE_ADD_MEMBER, actor, {"case": case, "org": org})
+
+    def add_legal_basis(self, actor: ActorKey, *, instrument: str, reference: str,
+                        issuing_state: str, executing_state: str, valid_until: str,
+                        valid_from: str | None = None, case: str | None = None,
+                        artefacts: list[str] | None = None, restrictions: list[str] | None = None,
+                        issuing_authority: str = "", executing_authority: str = "",
+                        document_sha256: str | None = None,
+                        basis_id: str | None = None) -> AppendResult:
+        today = dt.datetime.fromtimestamp(self.clock() / 1000, tz=dt.UTC).date().isoformat()
+        payload: dict[str, Any] = {
+            "id": basis_id or self.new_id("lb"), "instrument": instrument,
+            "reference": reference, "issuing_state": issuing_state,
+            "issuing_authority": issuing_authority, "executing_state": executing_state,
+            "executing_authority": executing_authority, "valid_from": valid_from or today,
+            "valid_until": valid_until, "case": case, "artefacts": artefacts or [],
+            "restrictions": restrictions or [], "document_sha256": document_sha256}
+        return self.submit(ev.LEGAL_BASIS, actor, payload)
+
+    # ---- custody ------------------------------------------------------------------
+
+    def register(self, actor: ActorKey, *, case: str, digests: Digests, kind: str = "file",
+                 exhibit: str = "", description: str = "", parents: list[str] | None = None,
+                 acquisition: Mapping[str, str] | None = None,
+                 artefact_id: str | None = None) -> AppendResult:
+        payload: dict[str, Any] = {
+            "id": artefact_id or self.new_id("art"), "case": case, "exhibit": exhibit,
+            "type": kind, "description": description, "size": digests.size,
+            "digests": digests.as_dict(), "parents": parents or []}
+        if acquisition:
+            payload["acquisition"] = dict(acquisition)
+        return self.submit(ev.ARTEFACT_REGISTER, actor, payload)
+
+    def dispatch(self, actor: ActorKey, *, artefact: str, to_org: str, purpose: str,
+                 legal_basis: str | None = None, to_actor: str | None = None,
+                 transport: str = "", transport_ref: str = "",
+                 seals: list[str] | None = None) -> AppendResult:
+        art = self.record("art/" + artefact, "artefact")
+        payload: dict[str, Any] = {
+            "transfer": self.new_id("tr"), "artefact": artefact, "to_org": to_org,
+            "to_actor": to_actor, "purpose": purpose, "legal_basis": legal_basis,
+            "transport": {"method": transport, "reference": transport_ref},
+            "seals": seals or []}
+        return self.submit(ev.DISPATCH, actor, payload, prev=art["head"])
+
+    def receive(self, actor: ActorKey, *, transfer: str, digests: Digests,
+                reason: str = "", seals: list[str] | None = None) -> AppendResult:
+        """Record a receipt. The outcome follows from comparing the recomputed digests
+        with the recorded ones: the integrity check happens BEFORE acceptance."""
+        tr = self.record("tr/" + transfer, "transfer")
+        art = self.record("art/" + tr["artefact"], "artefact")
+        recomputed = {k: v for k, v in digests.as_dict().items() if k in STRONG_DIGESTS}
+        differ = [a for a, v in art["digests"].items()
+                  if a in recomputed and recomputed[a] != v]
+        outcome = "rejected" if differ or digests.size != art["size"] else "accepted"
+        if outcome == "rejected" and not reason:
+            reason = ("received bytes do not match the recorded digests: " + ", ".join(differ)
+                      if differ else f"received {digests.size} bytes, expected {art['size']}")
+        return self.submit(ev.RECEIPT, actor, {
+            "transfer": transfer, "artefact": tr["artefact"], "outcome": outcome,
+            "recomputed": recomputed, "reason": reason, "seals": seals or []},
+            prev=art["head"])
+
+    def access(self, actor: ActorKey, *, artefact: str, action: str, purpose: str,
+               authorisation: str = "", source: str = "cli") -> AppendResult:
+        """Record an access. A denied attempt is recorded too, then raises Forbidden."""
+        self.record("art/" + artefact, "artefact")
+        signer = self.record("actor/" + actor.actor_id, "actor")
+        outcome = "success" if may_access(_StoreView(self.store), signer, artefact) else "denied"
+        receipt = self.submit(ev.ACCESS, actor, {
+            "artefact": artefact, "action": action, "purpose": purpose,
+            "authorisation": authorisation, "outcome": outcome, "source": source})
+        if outcome == "denied":
+            raise AccessDenied(
+                f"{actor.actor_id} ({signer['org']}) may not access {artefact}; the denied "
+                f"attempt was recorded at log index {receipt.index}", receipt)
+        return receipt
+
+    def record_verification(self, actor: ActorKey, *, artefact: str, sha256: str,
+                            tree_size: int) -> AppendResult:
+        art = self.record("art/" + artefact, "artefact")
+        verdict = "authentic" if art["digests"]["sha256"] == sha256 else "mismatch"
+        return self.submit(ev.VERIFICATION, actor, {
+            "artefact": artefact, "sha256": sha256, "verdict": verdict, "tree_size": tree_size})
+
+    def find_artefacts(self, sha256: str) -> list[dict[str, Any]]:
+        if len(sha256) != 64:
+            raise InvalidInput("a SHA-256 digest is 64 hex characters")
+        found = []
+        for index in self.store.refs("sha256:" + sha256.lower()):
+            entry = ev.Entry.from_leaf(self.store.entry(index).leaf)
+            found.append(self.record("art/" + entry.signed.event.payload["id"], "artefact"))
+        return found
+
+
+class AccessDenied(Forbidden):
+    """Access was refused by policy; the denied attempt is on the log (``receipt``)."""
+
+    def __init__(self, message: str, receipt: AppendResult) -> None:
+        super().__init__(message)
+        self.receipt = receipt
+
+
+class _StoreView:
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.store.state(key)

@@ -1,0 +1,84 @@
+"""The store protocol every backend implements, and its durability contract.
+
+Durability contract: ``append`` returns only after the entry is committed. An
+acknowledged entry has an index, is covered by the returned signed checkpoint, and
+survives a crash (SQLite WAL with ``synchronous=FULL``; PostgreSQL commit). A refused
+event writes nothing. Submitting the same signed event again returns the original
+result (``duplicate=True``) and the log does not grow.
+
+One conformance suite (``tests/integration/test_store_conformance.py``) runs against
+every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ledger.errors import LedgerError
+from ledger.events import SignedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """A signed append receipt: where the event landed and the checkpoint covering it."""
+
+    index: int
+    leaf_hash: bytes
+    event_id: str
+    ledger_time: int
+    checkpoint: str
+    result: dict[str, Any] = field(default_factory=dict)
+    duplicate: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "leaf_hash": self.leaf_hash.hex(),
+                "event_id": self.event_id, "ledger_time": self.ledger_time,
+                "checkpoint": self.checkpoint, "result": self.result,
+                "duplicate": self.duplicate}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    index: int
+    leaf: bytes
+    leaf_hash: bytes
+    ledger_time: int
+
+
+class LedgerStore(Protocol):
+    """What the service and the verifiers need from a backend."""
+
+    def append(self, signed: SignedEvent) -> AppendResult: ...
+
+    def append_many(self, batch: Sequence[SignedEvent]) -> list[AppendResult | LedgerError]:
+        """Group commit: one transaction, one checkpoint; each event accepted or refused
+        on its own (a refused event writes nothing)."""
+        ...
+
+    def size(self) -> int: ...
+
+    def entry(self, index: int) -> StoredEntry: ...
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]: ...
+
+    def find_event(self, event_id: str) -> int | None: ...
+
+    def state(self, key: str) -> dict[str, Any] | None: ...
+
+    def state_items(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]: ...
+
+    def refs(self, ref: str) -> list[int]: ...
+
+    def latest_checkpoint(self) -> str | None: ...
+
+    def checkpoints(self) -> Iterator[tuple[int, str]]: ...
+
+    def root(self, size: int) -> bytes: ...
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]: ...
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,70 @@
+"""Table definitions used by queries. Alembic migrations are the only schema source;
+``tests/integration/test_migrations.py`` fails if these and the migrations differ."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+#: Append-only. One row per log entry; ``leaf`` is the exact leaf bytes L.
+entries = Table(
+    "entries", metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("ledger_time", BigInteger, nullable=False),
+)
+
+#: Append-only. Perfect Merkle subtree hashes: (level, index) covers leaves
+#: [index * 2**level, (index + 1) * 2**level). Proofs read O(log n) of these.
+nodes = Table(
+    "merkle_nodes", metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+#: Append-only. One signed checkpoint (C2SP signed note) per committed transaction.
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("note", Text, nullable=False),
+)
+
+#: Append-only. Which entries concern which object (artefact, case, transfer, actor...).
+refs = Table(
+    "refs", metadata,
+    Column("ref", String(80), primary_key=True),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+)
+
+#: Derived world state (the custody rules' key/value records). Mutable, recomputed and
+#: compared by audit.
+state = Table(
+    "state", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+)
+
+#: Single row: size and last ledger time. Also the row writers lock on PostgreSQL.
+head = Table(
+    "head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("last_time", BigInteger, nullable=False),
+)
+
+APPEND_ONLY = ("entries", "merkle_nodes", "checkpoints", "refs")

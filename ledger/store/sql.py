@@ -1,0 +1,363 @@
+"""SQL backend (SQLite by default, PostgreSQL supported) on SQLAlchemy 2 Core.
+
+Writers are serialised: ``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on the
+single ``head`` row on PostgreSQL. Inside that lock the custody rules run against the
+``state`` table, the entry, its new Merkle nodes, refs and state writes are inserted,
+and a checkpoint over the new root is signed, all in one transaction. Only after the
+commit returns is anything acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from ledger import merkle
+from ledger.canonical import canonical
+from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.errors import (
+    Backpressure,
+    Conflict,
+    InvalidInput,
+    LedgerError,
+    NotFound,
+    UpstreamError,
+)
+from ledger.events import Entry, SignedEvent
+from ledger.note import NoteSigner
+from ledger.rules import Context, Effects, Record, apply
+from ledger.store import schema as t
+from ledger.store.base import AppendResult, StoredEntry
+
+Clock = Callable[[], int]
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: Most entries one group commit takes (bounded queue, threat T11).
+MAX_BATCH = 1000
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine with the durability settings the contract needs."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql"):
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    raise InvalidInput(f"unsupported database URL {url.split(':', 1)[0]!r}: "
+                       "use sqlite:///PATH or postgresql://…")
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (Alembic is the only schema source)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class _SqlView:
+    """The rules' StateView over the ``state`` table, with the batch's pending writes."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pending: dict[str, Record] = {}
+
+    def get(self, key: str) -> Record | None:
+        if key in self.pending:
+            return self.pending[key]
+        value = self.conn.execute(
+            sa.select(t.state.c.value).where(t.state.c.key == key)).scalar_one_or_none()
+        return None if value is None else dict(json.loads(value))
+
+
+class SqlStore:
+    """A ledger on one SQL database. Thread-safe; one instance per process is enough."""
+
+    def __init__(self, engine: Engine, *, signer: NoteSigner | None, clock: Clock) -> None:
+        self.engine = engine
+        self.signer = signer
+        self.clock = clock
+        self._frontier: merkle.Frontier | None = None
+        self._lock = threading.Lock()  # guards the frontier cache only
+
+    @classmethod
+    def open(cls, url: str, *, signer: NoteSigner | None, clock: Clock,
+             create: bool = False) -> SqlStore:
+        engine = make_engine(url)
+        if create:
+            migrate(engine)
+        elif not sa.inspect(engine).has_table("entries"):
+            raise NotFound(f"no ledger database at {url}; run 'custody init' first")
+        return cls(engine, signer=signer, clock=clock)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- writes -------------------------------------------------------------------
+
+    def append(self, signed: SignedEvent) -> AppendResult:
+        (outcome,) = self.append_many([signed])
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+
+    def append_many(self, batch: Sequence[SignedEvent]) -> list[AppendResult | LedgerError]:
+        if not batch:
+            return []
+        if len(batch) > MAX_BATCH:
+            raise Backpressure(f"a batch holds at most {MAX_BATCH} events", retry_after=0.1)
+        if self.signer is None:
+            raise InvalidInput("this store was opened read-only (no log key)")
+        try:
+            with self.engine.begin() as conn:
+                return self._append_locked(conn, batch)
+        except OperationalError as exc:
+            self._frontier = None
+            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+                raise Backpressure("the ledger is busy; retry shortly", 1.0) from exc
+            raise UpstreamError(f"database error while appending: {exc.orig}") from exc
+        except DBAPIError as exc:
+            self._frontier = None
+            raise UpstreamError(f"database error while appending: {exc.orig}") from exc
+        except BaseException:
+            self._frontier = None
+            raise
+
+    def _append_locked(self, conn: Connection,
+                       batch: Sequence[SignedEvent]) -> list[AppendResult | LedgerError]:
+        head = t.head
+        query = sa.select(head.c.size, head.c.last_time).where(head.c.id == 1)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        size, last_time = conn.execute(query).one()
+        frontier = self._load_frontier(conn, size)
+        view = _SqlView(conn)
+        now = max(self.clock(), last_time)
+        outcomes: list[AppendResult | LedgerError] = []
+        rows: list[dict[str, Any]] = []
+        node_rows: list[dict[str, Any]] = []
+        ref_rows: list[dict[str, Any]] = []
+        accepted: list[tuple[int, Entry, bytes, Effects]] = []
+        for signed in batch:
+            try:
+                dup = self._duplicate(conn, view, signed, accepted)
+            except LedgerError as exc:
+                outcomes.append(exc)
+                continue
+            if dup is not None:
+                outcomes.append(dup)
+                continue
+            index = size + len(accepted)
+            try:
+                effects = apply(view, signed, Context(index, now))
+            except LedgerError as exc:
+                outcomes.append(exc)
+                continue
+            if index == 0:
+                self._check_genesis_origin(signed)
+            view.pending.update(effects.writes)
+            entry = Entry(index, now, signed)
+            leaf = entry.leaf_bytes()
+            leaf_hash = merkle.leaf_hash(leaf)
+            accepted.append((index, entry, leaf_hash, effects))
+            rows.append({"idx": index, "leaf": leaf, "leaf_hash": leaf_hash,
+                         "event_id": signed.event_id, "ledger_time": now})
+            node_rows += [{"level": lv, "idx": i, "hash": h}
+                          for lv, i, h in frontier.append(leaf_hash)]
+            ref_rows += [{"ref": r, "idx": index} for r in dict.fromkeys(effects.refs)]
+            outcomes.append(_Placeholder(len(accepted) - 1))
+        if not accepted:
+            self._frontier = frontier
+            return outcomes
+        new_size = size + len(accepted)
+        note = self._checkpoint(frontier)
+        conn.execute(t.entries.insert(), rows)
+        conn.execute(t.nodes.insert(), node_rows)
+        if ref_rows:
+            conn.execute(t.refs.insert(), ref_rows)
+        self._write_state(conn, view.pending, new_size - 1)
+        conn.execute(t.checkpoints.insert(), [{"size": new_size, "note": note}])
+        conn.execute(head.update().where(head.c.id == 1).values(size=new_size, last_time=now))
+        self._frontier = frontier
+        return [
+            AppendResult(accepted[o.slot][0], accepted[o.slot][2],
+                         accepted[o.slot][1].signed.event_id, now, note,
+                         accepted[o.slot][3].result)
+            if isinstance(o, _Placeholder) else o
+            for o in outcomes
+        ]
+
+    def _duplicate(self, conn: Connection, view: _SqlView, signed: SignedEvent,
+                   accepted: list[tuple[int, Entry, bytes, Effects]]) -> AppendResult | None:
+        """Idempotent retry: the same signed event again returns the original receipt."""
+        used = view.get("nonce/" + signed.event.nonce)
+        if used is None or used["event_id"] != signed.event_id:
+            return None  # unused nonce, or a replay the rules will refuse
+        for index, entry, leaf_hash, effects in accepted:
+            if entry.signed.event_id == signed.event_id:
+                raise Conflict("duplicate-in-batch", f"event {signed.event_id} is twice "
+                               f"in one batch (first at index {index})")
+        row = conn.execute(sa.select(t.entries).where(t.entries.c.idx == used["index"])).one()
+        note = conn.execute(sa.select(t.checkpoints.c.note)
+                            .where(t.checkpoints.c.size > row.idx)
+                            .order_by(t.checkpoints.c.size).limit(1)).scalar_one()
+        return AppendResult(row.idx, row.leaf_hash, row.event_id, row.ledger_time, note,
+                            {}, duplicate=True)
+
+    def _check_genesis_origin(self, signed: SignedEvent) -> None:
+        assert self.signer is not None  # noqa: S101 - checked by append_many
+        if signed.event.origin != self.signer.name:
+            raise InvalidInput(f"the log key is named {self.signer.name!r} but the genesis "
+                               f"origin is {signed.event.origin!r}")
+
+    def _checkpoint(self, frontier: merkle.Frontier) -> str:
+        assert self.signer is not None  # noqa: S101 - checked by append_many
+        cp = Checkpoint(self.signer.name, frontier.size, frontier.root())
+        return sign_checkpoint(cp, self.signer)
+
+    def _write_state(self, conn: Connection, writes: dict[str, Record], index: int) -> None:
+        if not writes:
+            return
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        stmt = insert(t.state)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.state.c.key],
+            set_={"value": stmt.excluded.value, "idx": stmt.excluded.idx})
+        conn.execute(stmt, [{"key": k, "value": canonical(v).decode(), "idx": index}
+                            for k, v in writes.items()])
+
+    def _load_frontier(self, conn: Connection, size: int) -> merkle.Frontier:
+        with self._lock:
+            cached = self._frontier
+        if cached is not None and cached.size == size:
+            return cached.copy()
+        plan = merkle.root_plan(size)
+        found = self._nodes(conn, plan)
+        return merkle.Frontier(size, [found[n] for n in plan])
+
+    # ---- reads --------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(t.head.c.size)).scalar_one())
+
+    def entry(self, index: int) -> StoredEntry:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.entries).where(t.entries.c.idx == index)).first()
+        if row is None:
+            raise NotFound(f"no log entry at index {index}")
+        return StoredEntry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
+
+    def entries(self, start: int = 0, end: int | None = None,
+                page: int = 2000) -> Iterator[StoredEntry]:
+        """Entries in index order, read in pages (constant memory over huge logs)."""
+        nxt = start
+        while end is None or nxt < end:
+            q = sa.select(t.entries).where(t.entries.c.idx >= nxt)
+            if end is not None:
+                q = q.where(t.entries.c.idx < end)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q.order_by(t.entries.c.idx).limit(page)).all()
+            if not rows:
+                return
+            for row in rows:
+                yield StoredEntry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
+            nxt = rows[-1].idx + 1
+
+    def find_event(self, event_id: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.entries.c.idx)
+                                .where(t.entries.c.event_id == event_id)).scalar_one_or_none()
+
+    def state(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            return _SqlView(conn).get(key)
+
+    def state_items(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.state.c.key, t.state.c.value)
+                                .where(t.state.c.key.startswith(prefix, autoescape=True))
+                                .order_by(t.state.c.key)).all()
+        for key, value in rows:
+            yield key, json.loads(value)
+
+    def refs(self, ref: str) -> list[int]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(t.refs.c.idx).where(t.refs.c.ref == ref)
+                                     .order_by(t.refs.c.idx)).scalars())
+
+    def latest_checkpoint(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.checkpoints.c.note)
+                                .order_by(t.checkpoints.c.size.desc()).limit(1)
+                                ).scalar_one_or_none()
+
+    def checkpoints(self) -> Iterator[tuple[int, str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.checkpoints.c.size, t.checkpoints.c.note)
+                                .order_by(t.checkpoints.c.size)).all()
+        for size, note in rows:
+            yield int(size), str(note)
+
+    def _nodes(self, conn: Connection, plan: Sequence[merkle.NodeId]) -> dict[merkle.NodeId,
+                                                                                bytes]:
+        if not plan:
+            return {}
+        rows = conn.execute(sa.select(t.nodes.c.level, t.nodes.c.idx, t.nodes.c.hash).where(
+            sa.tuple_(t.nodes.c.level, t.nodes.c.idx).in_(list(plan)))).all()
+        return {(int(lv), int(i)): bytes(h) for lv, i, h in rows}
+
+    def _fetch(self, plan: Sequence[merkle.NodeId], size: int) -> dict[merkle.NodeId, bytes]:
+        current = self.size()
+        if size > current:
+            raise NotFound(f"the log has {current} entries, not {size}")
+        with self.engine.connect() as conn:
+            return self._nodes(conn, plan)
+
+    def root(self, size: int) -> bytes:
+        return merkle.root_at(size, self._fetch(merkle.root_plan(size), size))
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        plan = merkle.inclusion_plan(index, size)
+        return merkle.inclusion_proof(index, size, self._fetch(plan, size))
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        plan = merkle.consistency_plan(old, new)
+        return merkle.consistency_proof(old, new, self._fetch(plan, new))
+
+
+class _Placeholder:
+    """Marks an accepted event's slot in the outcome list until the commit is built."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
