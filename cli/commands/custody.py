@@ -1,0 +1,201 @@
+"""The custody verbs: register, transfer, receive, access, history, verify, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli import context
+from cli.options import As, Json
+from ledger import views
+from ledger.errors import InvalidInput
+from ledger.evidence import Digests, hash_file
+from ledger.vocab import ACCESS_ACTIONS, ARTEFACT_TYPES
+
+FileArg = Annotated[Path, typer.Argument(help="The evidence file (read once, never stored).")]
+
+
+def hashed(ctx: typer.Context, path: Path, blake3: bool = False) -> Digests:
+    """Hash a file in one streaming read, with a progress bar on a terminal."""
+    c = context.get(ctx)
+    size = path.stat().st_size if path.is_file() else None
+    with context.progress(c, f"Hashing {path.name}", total=size) as update:
+        return hash_file(path, blake3=blake3, progress=update)
+
+
+def register(
+    ctx: typer.Context,
+    file: FileArg,
+    case: Annotated[str, typer.Option(help="Case reference.")],
+    kind: Annotated[str, typer.Option("--type", help="One of: " + ", ".join(ARTEFACT_TYPES))]
+    = "file",
+    exhibit: Annotated[str, typer.Option(help="Exhibit number.")] = "",
+    description: Annotated[str, typer.Option(help="Description (no personal data).")] = "",
+    parent: Annotated[list[str] | None, typer.Option(help="Parent artefact of a derived "
+                                                     "copy (repeat).")] = None,
+    blake3: Annotated[bool, typer.Option("--blake3", help="Also compute BLAKE3.")] = False,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Register an artefact: SHA-256 and SHA-512 from one streaming read, signed by you."""
+    if kind not in ARTEFACT_TYPES:
+        raise InvalidInput(f"unknown type {kind!r}; use one of: " + ", ".join(ARTEFACT_TYPES))
+    c = context.get(ctx)
+    actor = c.actor(as_)
+    custody = c.custody()
+    digests = hashed(ctx, file, blake3)
+    receipt = custody.register(actor, case=case, digests=digests, kind=kind, exhibit=exhibit,
+                               description=description, parents=parent or [])
+    art = receipt.result["artefact"]
+    context.done(ctx, json_, receipt, {"artefact_id": art, **digests.as_dict(),
+                                       "size": digests.size, "case": case},
+                 f"Registered [bold]{art}[/] ({digests.size} bytes)\n  sha256 {digests.sha256}"
+                 f"\n  sha512 {digests.sha512}")
+
+
+def transfer(
+    ctx: typer.Context,
+    artefact: Annotated[str, typer.Argument(help="Artefact id.")],
+    to: Annotated[str, typer.Option(help="Receiving organisation.")],
+    purpose: Annotated[str, typer.Option(help="Why custody moves.")],
+    legal_basis: Annotated[str | None, typer.Option(help="Legal basis id (required across "
+                                                    "borders).")] = None,
+    to_actor: Annotated[str | None, typer.Option(help="A named receiving actor.")] = None,
+    transport: Annotated[str, typer.Option(help="Transport method, e.g. courier.")] = "",
+    transport_ref: Annotated[str, typer.Option(help="Tracking reference.")] = "",
+    seal: Annotated[list[str] | None, typer.Option(help="Seal number (repeat).")] = None,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Dispatch custody to another organisation. Refused (exit 3) across jurisdictions
+    without a legal basis covering this artefact, both states and today."""
+    c = context.get(ctx)
+    receipt = c.custody().dispatch(c.actor(as_), artefact=artefact, to_org=to, purpose=purpose,
+                                   legal_basis=legal_basis, to_actor=to_actor,
+                                   transport=transport, transport_ref=transport_ref,
+                                   seals=seal or [])
+    tr = receipt.result["transfer"]
+    context.done(ctx, json_, receipt, {"transfer": tr, "artefact": artefact, "to": to},
+                 f"Dispatched {artefact} to {to}: transfer [bold]{tr}[/]")
+
+
+def receive(
+    ctx: typer.Context,
+    transfer_id: Annotated[str, typer.Argument(metavar="TRANSFER", help="Transfer id.")],
+    file: Annotated[Path, typer.Option(help="The bytes received; re-hashed BEFORE accepting.")],
+    seal: Annotated[list[str] | None, typer.Option(help="Seal number received (repeat).")]
+    = None,
+    reason: Annotated[str, typer.Option(help="Reason, for a rejection.")] = "",
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Receive custody: re-hash the received file; on a match a signed acceptance makes
+    your organisation the custodian (exit 0); on a mismatch a signed rejection is recorded
+    as an integrity incident and custody does not move (exit 1)."""
+    c = context.get(ctx)
+    actor = c.actor(as_)
+    custody = c.custody()
+    custody.record("tr/" + transfer_id, "transfer")
+    digests = hashed(ctx, file)
+    receipt = custody.receive(actor, transfer=transfer_id, digests=digests, reason=reason,
+                              seals=seal or [])
+    outcome = receipt.result["outcome"]
+    fields = {"transfer": transfer_id, "outcome": outcome, "sha256": digests.sha256,
+              "mismatched": receipt.result.get("mismatched", []),
+              "custodian": receipt.result.get("custodian")}
+    if outcome == "accepted":
+        context.done(ctx, json_, receipt, fields,
+                     f"[green]Accepted[/]: digests match; {fields['custodian']} is custodian")
+        return
+    context.done(ctx, json_, receipt, fields,
+                 "[red]Rejected[/]: the received bytes do not match the registered digests; "
+                 "integrity incident recorded, custody unchanged")
+    raise typer.Exit(1)
+
+
+def access(
+    ctx: typer.Context,
+    artefact: Annotated[str, typer.Argument(help="Artefact id.")],
+    action: Annotated[str, typer.Option(help="One of: " + ", ".join(ACCESS_ACTIONS))],
+    purpose: Annotated[str, typer.Option(help="Why.")],
+    authorisation: Annotated[str, typer.Option(help="Authorisation reference.")] = "",
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Record an access to an artefact. A denied attempt is recorded too, and exits 3."""
+    if action not in ACCESS_ACTIONS:
+        raise InvalidInput(f"unknown action {action!r}; use one of: " + ", ".join(ACCESS_ACTIONS))
+    c = context.get(ctx)
+    receipt = c.custody().access(c.actor(as_), artefact=artefact, action=action,
+                                 purpose=purpose, authorisation=authorisation)
+    context.done(ctx, json_, receipt, {"artefact": artefact, "action": action,
+                                       "outcome": "success"},
+                 f"Recorded {action} of {artefact}")
+
+
+def history(
+    ctx: typer.Context,
+    artefact: Annotated[str, typer.Argument(help="Artefact id.")],
+    json_: Json = False,
+) -> None:
+    """Show the custody timeline: who, which agency and country, legal basis, digests
+    checked, log index and ledger time."""
+    items = views.timeline(context.get(ctx).reader(), artefact)
+    if context.want_json(ctx, json_):
+        context.emit_json({"artefact_id": artefact, "custody": items})
+        return
+    _table(items)
+
+
+def _table(items: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table("#", "ledger time (UTC)", "event", "by", "agency", "country", "legal basis")
+    for it in items:
+        table.add_row(str(it["index"]), it["ledger_time"], it["summary"],
+                      f"{it['signer_name']} ({it['signer']})", it["org"], it["jurisdiction"],
+                      it.get("legal_basis") or "")
+    context.console.print(table)
+
+
+def verify(
+    ctx: typer.Context,
+    file: FileArg,
+    artefact: Annotated[str | None, typer.Option(help="The artefact the file should be.")]
+    = None,
+    json_: Json = False,
+) -> None:
+    """For courts: hash the file, find its artefact, verify every history entry's signature
+    and inclusion proof against the signed checkpoint, and give a verdict: authentic
+    (exit 0), not-registered (exit 1), or mismatch (exit 1)."""
+    c = context.get(ctx)
+    digests = hashed(ctx, file)
+    result = views.verify_artefact(c.reader(), digests.sha256, artefact)
+    if context.want_json(ctx, json_):
+        context.emit_json(result)
+    else:
+        colour = "green" if result["verdict"] == "authentic" else "red"
+        context.console.print(f"Verdict: [bold {colour}]{result['verdict']}[/]  "
+                              f"sha256 {digests.sha256}")
+        if result["artefact_id"]:
+            context.console.print(f"Artefact {result['artefact_id']} of case {result['case']},"
+                                  f" custodian {result['custodian']}; checkpoint size "
+                                  f"{result['checkpoint']['size']} verified, every entry "
+                                  "below has a verified signature and inclusion proof")
+            _table(result["custody"])
+    if result["verdict"] != "authentic":
+        raise typer.Exit(1)
+
+
+def status(ctx: typer.Context, json_: Json = False) -> None:
+    """Ledger size, last checkpoint and counts."""
+    out = views.status(context.get(ctx).reader())
+    if context.want_json(ctx, json_):
+        context.emit_json(out)
+        return
+    for key, value in out.items():
+        if key != "checkpoint":
+            context.console.print(f"{key.replace('_', ' ')}: {value}")
+    context.console.print("checkpoint:\n" + (out["checkpoint"] or "(none)"))

@@ -1,0 +1,109 @@
+"""``custody org …`` and ``custody actor …``: organisations (agencies) and people."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from cli import context
+from cli.commands.setup import check_country, new_passphrase, slug
+from ledger import _sodium, keys
+from ledger.errors import InvalidInput
+from ledger.vocab import ROLES
+from cli.options import As, Json
+
+org_app = typer.Typer(help="Organisations: one agency in one jurisdiction.",
+                      no_args_is_help=True)
+actor_app = typer.Typer(help="Actors: people who sign events, with roles and keys.",
+                        no_args_is_help=True)
+
+
+@org_app.command("add")
+def org_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="The agency's name.")],
+    jurisdiction: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 country code.")],
+    org_id: Annotated[str | None, typer.Option("--id", help="Id (default: from the name).")]
+    = None,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Register an organisation (admin only)."""
+    c = context.get(ctx)
+    check_country(jurisdiction)
+    oid = org_id or slug(name)
+    receipt = c.custody().add_org(c.actor(as_), oid, name, jurisdiction)
+    context.done(ctx, json_, receipt, {"org": oid, "jurisdiction": jurisdiction},
+                 f"Registered organisation {oid} ({jurisdiction})")
+
+
+@org_app.command("list")
+def org_list(ctx: typer.Context, json_: Json = False) -> None:
+    """List organisations."""
+    context.listing(ctx, json_, "org/", ["id", "name", "jurisdiction"])
+
+
+def parse_roles(value: str) -> list[str]:
+    roles = [r.strip() for r in value.split(",") if r.strip()]
+    bad = [r for r in roles if r not in ROLES]
+    if not roles or bad:
+        raise InvalidInput(f"unknown role(s) {', '.join(bad) or '(none)'}; roles are: "
+                           + ", ".join(ROLES))
+    return list(dict.fromkeys(roles))
+
+
+@actor_app.command("enrol")
+def actor_enrol(
+    ctx: typer.Context,
+    org: Annotated[str, typer.Option(help="The actor's organisation id.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    role: Annotated[str, typer.Option(help="Roles, comma-separated: " + ", ".join(ROLES))],
+    actor_id: Annotated[str | None, typer.Option("--id", help="Actor id (default: from the "
+                                                 "name).")] = None,
+    no_passphrase: Annotated[bool, typer.Option("--no-passphrase", help="Store the new key "
+                                                "unencrypted (0600 only).")] = False,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Enrol an actor: creates an Ed25519 key pair under the home (0600, encrypted with a
+    passphrase unless --no-passphrase) and records the public key on the ledger."""
+    c = context.get(ctx)
+    roles = parse_roles(role)
+    aid = actor_id or slug(name)
+    home = c.loaded()
+    path = home.actor_key_path(aid)
+    if path.exists():
+        raise InvalidInput(f"a local key for {aid} already exists at {path}")
+    admin = c.actor(as_)
+    seed = os.urandom(32)
+    public_key = _sodium.public_key_from_seed(seed)
+    passphrase = new_passphrase(no_passphrase, f"actor {aid}")
+    receipt = c.custody().enrol(admin, actor_id=aid, org=org, name=name, roles=roles,
+                                public_key=public_key)
+    keys.write_key(path, aid, seed, passphrase)
+    context.done(ctx, json_, receipt, {"actor": aid, "org": org, "roles": roles,
+                                       "key_file": str(path)},
+                 f"Enrolled {aid} ({', '.join(roles)}) of {org}; key in {path}")
+
+
+@actor_app.command("revoke")
+def actor_revoke(
+    ctx: typer.Context,
+    actor: Annotated[str, typer.Argument(help="The actor to revoke.")],
+    reason: Annotated[str, typer.Option(help="Why (e.g. key lost).")] = "",
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Revoke an actor's key. Events it signed earlier still verify; later ones are refused."""
+    c = context.get(ctx)
+    receipt = c.custody().revoke(c.actor(as_), actor, reason)
+    context.done(ctx, json_, receipt, {"actor": actor},
+                 f"Revoked {actor} at log index {receipt.index}")
+
+
+@actor_app.command("list")
+def actor_list(ctx: typer.Context, json_: Json = False) -> None:
+    """List actors with their roles and status."""
+    context.listing(ctx, json_, "actor/", ["id", "org", "name", "roles", "status", "key_id"])

@@ -1,0 +1,140 @@
+"""``custody log …`` (checkpoint, verifier key, entries, proofs) and ``custody audit``."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import context
+from cli.options import Json
+from ledger.errors import InvalidInput, NotFound
+
+app = typer.Typer(help="Read the transparency log: checkpoints, entries and Merkle proofs "
+                  "(RFC 6962, C2SP tlog-checkpoint).", no_args_is_help=True)
+
+
+@app.command()
+def checkpoint(ctx: typer.Context) -> None:
+    """Print the current checkpoint exactly, as a C2SP signed note."""
+    note = context.get(ctx).reader().latest_checkpoint()
+    if note is None:
+        raise NotFound("the log has no checkpoint yet")
+    context.get(ctx).remember(note)
+    typer.echo(note, nl=False)
+
+
+@app.command("verifier-key")
+def verifier_key(ctx: typer.Context) -> None:
+    """Print the log's public key as a C2SP note verifier key (name+keyid+base64)."""
+    ledger = context.get(ctx).reader().state("ledger")
+    if ledger is None:
+        raise NotFound("the log has no genesis entry")
+    typer.echo(ledger["log_key"])
+
+
+@app.command()
+def entries(
+    ctx: typer.Context,
+    start: Annotated[int, typer.Option(min=0, help="First index.")] = 0,
+    end: Annotated[int | None, typer.Option(min=0, help="Stop before this index.")] = None,
+    json_: Json = False,
+) -> None:
+    """List log entries. With --json: JSON lines {index, leaf_hash, entry}, where entry is
+    the base64 of the exact leaf bytes L and leaf_hash = SHA-256(0x00 || L)."""
+    as_json = context.want_json(ctx, json_)
+    for row in context.get(ctx).reader().entries(start, end):
+        if as_json:
+            context.emit_json({"index": row.index, "leaf_hash": row.leaf_hash.hex(),
+                               "entry": base64.b64encode(row.leaf).decode()})
+        else:
+            typer.echo(f"{row.index}\t{row.leaf_hash.hex()}\t{row.leaf.decode()}")
+
+
+proof = typer.Typer(help="Merkle proofs (RFC 6962 §2.1.1 audit paths and §2.1.2 "
+                    "consistency proofs).", no_args_is_help=True)
+app.add_typer(proof, name="proof")
+
+
+def _size(ctx: typer.Context, size: int | None) -> int:
+    current = context.get(ctx).reader().size()
+    if size is None:
+        return current
+    if size > current:
+        raise InvalidInput(f"the log has {current} entries; --size {size} is too large")
+    return size
+
+
+@proof.command()
+def inclusion(
+    ctx: typer.Context,
+    index: Annotated[int, typer.Option(min=0, help="Leaf index.")],
+    size: Annotated[int | None, typer.Option(min=1, help="Tree size (default: current).")] = None,
+    json_: Json = False,
+) -> None:
+    """Print the inclusion proof (audit path) of one entry."""
+    store = context.get(ctx).reader()
+    tree_size = _size(ctx, size)
+    if index >= tree_size:
+        raise InvalidInput(f"index {index} is not below tree size {tree_size}")
+    hashes = store.inclusion_proof(index, tree_size)
+    out = {"index": index, "tree_size": tree_size,
+           "leaf_hash": store.entry(index).leaf_hash.hex(), "hashes": [h.hex() for h in hashes]}
+    if context.want_json(ctx, json_):
+        context.emit_json(out)
+    else:
+        typer.echo(f"leaf {index} of {tree_size}: {out['leaf_hash']}")
+        for h in out["hashes"]:
+            typer.echo(h)
+
+
+@proof.command()
+def consistency(
+    ctx: typer.Context,
+    old: Annotated[int, typer.Option(min=0, help="The older tree size.")],
+    new: Annotated[int | None, typer.Option(min=0, help="The newer size (default: current).")]
+    = None,
+    json_: Json = False,
+) -> None:
+    """Print the consistency proof between two tree sizes."""
+    new_size = _size(ctx, new)
+    if old > new_size:
+        raise InvalidInput(f"--old {old} is larger than the new size {new_size}")
+    hashes = context.get(ctx).reader().consistency_proof(old, new_size)
+    out = {"old_size": old, "new_size": new_size, "hashes": [h.hex() for h in hashes]}
+    if context.want_json(ctx, json_):
+        context.emit_json(out)
+    else:
+        for h in out["hashes"]:
+            typer.echo(h)
+
+
+def audit(
+    ctx: typer.Context,
+    checkpoint_file: Annotated[Path | None, typer.Option(
+        "--checkpoint", exists=True, dir_okay=False,
+        help="An earlier checkpoint you kept (signed note); the log must extend it.")] = None,
+    json_: Json = False,
+) -> None:
+    """Re-verify the whole ledger from scratch: every leaf hash, signature, key validity,
+    custody rule, ledger time, checkpoint signature and root, and consistency. Exit 0 when
+    everything verifies, 1 otherwise."""
+    from ledger.store.audit_sql import audit_store
+
+    c = context.get(ctx)
+    store = c.reader()
+    trusted = checkpoint_file.read_text() if checkpoint_file else c.loaded().remembered_checkpoint()
+    with context.progress(c, "Auditing", total=store.size()) as advance:
+        report = audit_store(store, trusted_checkpoint=trusted, progress=advance)  # type: ignore[arg-type]
+    if context.want_json(ctx, json_):
+        context.emit_json(report.to_json())
+    elif report.ok:
+        context.console.print(f"[green]audit passed[/]: {report.entries_checked} entries, "
+                              f"tree size {report.tree_size}, root {report.root_hex}")
+    if not report.ok:
+        if not context.want_json(ctx, json_):
+            context.err_console.print(f"audit FAILED at index {report.first_bad_index} "
+                                      f"({report.kind}): {report.detail}")
+        raise typer.Exit(1)

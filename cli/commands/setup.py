@@ -1,0 +1,119 @@
+"""``custody init``: a new embedded ledger, log key, first organisation and admin."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import Annotated
+
+import typer
+
+from cli import context
+from cli.options import Json
+from ledger import _sodium, keys
+from ledger.errors import InvalidInput, LedgerError
+from ledger.home import Home, custody, open_store, passphrase_from_env
+from ledger.note import check_name, verifier_key
+from ledger.service import ActorKey
+from ledger.vocab import COUNTRIES
+
+
+def slug(name: str) -> str:
+    value = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48]
+    if not value:
+        raise InvalidInput(f"cannot derive an id from {name!r}; pass an explicit id")
+    return value
+
+
+def new_passphrase(no_passphrase: bool, what: str) -> bytes | None:
+    """The passphrase for a new key: none (explicitly), the environment, or a prompt."""
+    if no_passphrase:
+        return None
+    env = passphrase_from_env()
+    if env is not None:
+        return env
+    if not os.isatty(0):
+        raise InvalidInput("keys are encrypted with a passphrase: set CUSTODY_PASSPHRASE, "
+                           "or pass --no-passphrase to store them unencrypted")
+    first = typer.prompt(f"New passphrase for {what}", hide_input=True)
+    if typer.prompt("Repeat the passphrase", hide_input=True) != first:
+        raise InvalidInput("the two passphrases differ")
+    return str(first).encode()
+
+
+def check_country(code: str) -> str:
+    if code not in COUNTRIES:
+        raise InvalidInput(f"{code!r} is not an ISO 3166-1 alpha-2 country code "
+                           "(e.g. DE, NL, FR, US)")
+    return code
+
+
+def init(
+    ctx: typer.Context,
+    origin: Annotated[str, typer.Option(help="The log's origin line, e.g. "
+                                        "'bka.example/custody'. Unique per ledger.")],
+    org_name: Annotated[str, typer.Option(help="Name of the first organisation (agency).")],
+    jurisdiction: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 country code.")],
+    org_id: Annotated[str | None, typer.Option(help="Organisation id (default: from the "
+                                               "name).")] = None,
+    admin_name: Annotated[str, typer.Option(help="Display name of the admin.")] = "Administrator",
+    admin_id: Annotated[str | None, typer.Option(help="Admin actor id (default: "
+                                                 "ORG-admin).")] = None,
+    database: Annotated[str | None, typer.Option(help="Database URL (default: SQLite in "
+                                                 "the home).")] = None,
+    no_passphrase: Annotated[bool, typer.Option("--no-passphrase", help="Store keys "
+                                                "unencrypted (0600 only).")] = False,
+    json_: Json = False,
+) -> None:
+    """Create a new ledger: log key, first organisation, and an admin actor who may also
+    act as examiner. Keys are written under the home with mode 0600."""
+    c = context.get(ctx)
+    home: Home = c.home
+    if home.exists:
+        raise InvalidInput(f"{home.path} already holds a ledger; choose another --home")
+    check_name(origin)
+    check_country(jurisdiction)
+    oid = org_id or slug(org_name)
+    aid = admin_id or f"{oid}-admin"
+    passphrase = new_passphrase(no_passphrase, "the new keys")
+    created = not home.path.exists()
+    try:
+        home.config = {"v": 1, "origin": origin, "default_actor": aid}
+        if database:
+            home.config["database"] = database
+        log_seed, admin_seed = os.urandom(32), os.urandom(32)
+        keys.write_key(home.log_key_path, origin, log_seed, passphrase)
+        keys.write_key(home.actor_key_path(aid), aid, admin_seed, passphrase)
+        home.save()
+        store = open_store(home, create=True)
+        try:
+            admin = ActorKey(aid, _sodium.Signer(admin_seed))
+            vkey = verifier_key(origin, _sodium.public_key_from_seed(log_seed))
+            receipt = custody(home, store).genesis(
+                admin, org_id=oid, org_name=org_name, jurisdiction=jurisdiction,
+                actor_name=admin_name, roles=["admin", "examiner"], log_key=vkey)
+            home.remember_checkpoint(receipt.checkpoint)
+        finally:
+            store.close()
+    except (LedgerError, OSError):
+        if created:
+            shutil.rmtree(home.path, ignore_errors=True)
+        else:
+            for name in ("config.json", "keys", "ledger.db", "ledger.db-wal", "ledger.db-shm",
+                         "checkpoints"):
+                target = home.path / name
+                if target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
+        raise
+    out = {"home": str(home.path), "origin": origin, "org": oid, "jurisdiction": jurisdiction,
+           "admin": aid, "verifier_key": vkey, "log_index": receipt.index,
+           "encrypted_keys": passphrase is not None}
+    if context.want_json(ctx, json_):
+        context.emit_json(out)
+        return
+    context.console.print(f"Created ledger [bold]{origin}[/] in {home.path}")
+    context.console.print(f"  organisation {oid} ({jurisdiction}), admin actor {aid}")
+    context.console.print(f"  log verifier key: {vkey}")
