@@ -11,7 +11,7 @@ import click
 import typer
 
 from cli import context
-from cli.commands import cases, custody, identity, log, setup
+from cli.commands import cases, custody, demo, identity, log, setup
 from cli.errors import EXIT_CODES_HELP, INVALID, exit_code
 from ledger.errors import LedgerError
 from ledger.home import Home
@@ -51,6 +51,7 @@ app.command()(custody.history)
 app.command()(custody.verify)
 app.command()(custody.status)
 app.command()(log.audit)
+app.command()(demo.demo)
 app.add_typer(identity.org_app, name="org")
 app.add_typer(identity.actor_app, name="actor")
 app.add_typer(cases.case_app, name="case")
@@ -61,7 +62,9 @@ app.add_typer(log.app, name="log")
 def run(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and map every error to one sentence + exit code."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="custody")
+        # With standalone_mode=False, click returns the code of a typer.Exit instead of
+        # raising it.
+        code = app(args=argv, standalone_mode=False, prog_name="custody")
     except LedgerError as exc:
         context.err_console.print(f"custody: {exc}", highlight=False, markup=False)
         return exit_code(exc)
@@ -78,7 +81,7 @@ def run(argv: list[str] | None = None) -> int:
         return 4
     except KeyboardInterrupt:
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:
