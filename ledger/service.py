@@ -141,10 +141,11 @@ class Custody:
     def dispatch(self, actor: ActorKey, *, artefact: str, to_org: str, purpose: str,
                  legal_basis: str | None = None, to_actor: str | None = None,
                  transport: str = "", transport_ref: str = "",
-                 seals: list[str] | None = None) -> AppendResult:
+                 seals: list[str] | None = None,
+                 transfer_id: str | None = None) -> AppendResult:
         art = self.record("art/" + artefact, "artefact")
         payload: dict[str, Any] = {
-            "transfer": self.new_id("tr"), "artefact": artefact, "to_org": to_org,
+            "transfer": transfer_id or self.new_id("tr"), "artefact": artefact, "to_org": to_org,
             "to_actor": to_actor, "purpose": purpose, "legal_basis": legal_basis,
             "transport": {"method": transport, "reference": transport_ref},
             "seals": seals or []}

@@ -36,6 +36,8 @@ def register(
     parent: Annotated[list[str] | None, typer.Option(help="Parent artefact of a derived "
                                                      "copy (repeat).")] = None,
     blake3: Annotated[bool, typer.Option("--blake3", help="Also compute BLAKE3.")] = False,
+    artefact_id: Annotated[str | None, typer.Option("--id", help="Artefact id (default: "
+                                                    "generated).")] = None,
     as_: As = None,
     json_: Json = False,
 ) -> None:
@@ -47,7 +49,8 @@ def register(
     custody = c.custody()
     digests = hashed(ctx, file, blake3)
     receipt = custody.register(actor, case=case, digests=digests, kind=kind, exhibit=exhibit,
-                               description=description, parents=parent or [])
+                               description=description, parents=parent or [],
+                               artefact_id=artefact_id)
     art = receipt.result["artefact"]
     context.done(ctx, json_, receipt, {"artefact_id": art, **digests.as_dict(),
                                        "size": digests.size, "case": case},
@@ -66,6 +69,8 @@ def transfer(
     transport: Annotated[str, typer.Option(help="Transport method, e.g. courier.")] = "",
     transport_ref: Annotated[str, typer.Option(help="Tracking reference.")] = "",
     seal: Annotated[list[str] | None, typer.Option(help="Seal number (repeat).")] = None,
+    transfer_id: Annotated[str | None, typer.Option("--id", help="Transfer id (default: "
+                                                    "generated).")] = None,
     as_: As = None,
     json_: Json = False,
 ) -> None:
@@ -75,7 +80,7 @@ def transfer(
     receipt = c.custody().dispatch(c.actor(as_), artefact=artefact, to_org=to, purpose=purpose,
                                    legal_basis=legal_basis, to_actor=to_actor,
                                    transport=transport, transport_ref=transport_ref,
-                                   seals=seal or [])
+                                   seals=seal or [], transfer_id=transfer_id)
     tr = receipt.result["transfer"]
     context.done(ctx, json_, receipt, {"transfer": tr, "artefact": artefact, "to": to},
                  f"Dispatched {artefact} to {to}: transfer [bold]{tr}[/]")
