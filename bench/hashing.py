@@ -63,6 +63,11 @@ def _timed(fn: Callable[[], object], size: int) -> float:
     return size / (time.perf_counter() - start)
 
 
+def _paired(numerators: list[float], denominators: list[float]) -> float:
+    """Median of the per-run ratios: less sensitive to the machine drifting between runs."""
+    return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
+
+
 def measure(size_mib: int = 1024, runs: int = 3, openssl_seconds: int = 2) -> dict[str, Any]:
     runs = max(3, runs)
     tmp_root = os.environ.get("BENCH_TMPDIR")
@@ -70,19 +75,27 @@ def measure(size_mib: int = 1024, runs: int = 3, openssl_seconds: int = 2) -> di
         path = make_file(Path(d), size_mib)
         size = path.stat().st_size
         warm(path)
-        samples: dict[str, list[float]] = {"sha512": [], "sha256": [], "dual": [], "triple": []}
+        samples: dict[str, list[float]] = {
+            "sha512": [],
+            "sha256": [],
+            "dual": [],
+            "triple": [],
+            "openssl_sha256": [],
+        }
         for i in range(runs):
             # Interleave the variants so machine noise hits them alike.
             samples["sha512"].append(refs.hashlib_sha512_stream(path)["value"])
             samples["dual"].append(_timed(lambda: hash_file(path), size))
             samples["sha256"].append(refs.hashlib_sha256_stream(path)["value"])
             samples["triple"].append(_timed(lambda: hash_file(path, blake3=True), size))
+            # openssl inside the loop too, so both sides of the ratio see the same moment.
+            ossl256 = refs.openssl_sha256(openssl_seconds)
+            samples["openssl_sha256"].append(ossl256["value"])
             figures = ", ".join(f"{k} {v[-1] / GIB:.2f} GiB/s" for k, v in samples.items())
             _log(f"hashing: run {i + 1}/{runs}: {figures}")
-    ossl256 = refs.openssl_sha256(openssl_seconds)
     ossl512 = refs.openssl_sha512(openssl_seconds)
     med = {k: statistics.median(v) for k, v in samples.items()}
-    sha256_vs_openssl = med["sha256"] / ossl256["value"]
+    sha256_vs_openssl = med["sha256"] / med["openssl_sha256"]
     dual_vs_sha512 = med["dual"] / med["sha512"]
     return {
         "file_mib": size_mib,
@@ -92,10 +105,12 @@ def measure(size_mib: int = 1024, runs: int = 3, openssl_seconds: int = 2) -> di
         "evidence_hash_file_sha256_sha512_blake3": round(med["triple"] / GIB, 3),
         "stream_sha256_alone": round(med["sha256"] / GIB, 3),
         "stream_sha512_alone": round(med["sha512"] / GIB, 3),
-        "openssl_sha256": round(ossl256["value"] / GIB, 3),
+        "openssl_sha256": round(med["openssl_sha256"] / GIB, 3),
         "openssl_sha512": round(ossl512["value"] / GIB, 3),
         "sha256_vs_openssl": round(sha256_vs_openssl, 3),
+        "sha256_vs_openssl_paired": round(_paired(samples["sha256"], samples["openssl_sha256"]), 3),
         "dual_vs_sha512": round(dual_vs_sha512, 3),
+        "dual_vs_sha512_paired": round(_paired(samples["dual"], samples["sha512"]), 3),
         "sha512_stream_vs_openssl": round(med["sha512"] / ossl512["value"], 3),
         "targets": {
             "sha256_vs_openssl": TARGET_SHA256_VS_OPENSSL,
@@ -109,7 +124,8 @@ def measure(size_mib: int = 1024, runs: int = 3, openssl_seconds: int = 2) -> di
         "references": {"openssl_sha256": ossl256, "openssl_sha512": ossl512},
         "method": "temp file written then read once to warm the page cache; per run, in this "
         "order: SHA-512 alone stream, ledger.evidence.hash_file (SHA-256+SHA-512), SHA-256 "
-        "alone stream, hash_file with BLAKE3; streams use readinto into a 1 MiB memoryview",
+        "alone stream, hash_file with BLAKE3, openssl speed sha256; ratios are of medians "
+        "(*_paired: median of per-run ratios); streams use readinto into a 1 MiB memoryview",
     }
 
 

@@ -67,7 +67,16 @@ def host_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "hashlib_openssl": ssl.OPENSSL_VERSION,
+        # Other work on a shared 2-vCPU machine skews multi-threaded figures most.
+        "loadavg_at_start": _loadavg(),
     }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def run_all(names: list[str], quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
@@ -90,4 +99,5 @@ def run_all(names: list[str], quick: bool, log: Callable[[str], None]) -> dict[s
             doc["errors"][name] = f"{type(exc).__name__}: {exc}"
             log(traceback.format_exc())
         doc["durations_s"][name] = round(time.perf_counter() - start, 2)
+    doc["loadavg_at_end"] = _loadavg()
     return doc
