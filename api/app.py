@@ -1,0 +1,140 @@
+"""The application factory: ``create_app(settings | store)``.
+
+``create_app()`` with no argument reads :class:`api.settings.Settings` from the
+environment (``uvicorn --factory api.app:create_app``). Passing a store (tests, the
+benchmarks) serves that store as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api import problems
+from api.auth import Authenticator, Clock, now_ms
+from api.committer import GroupCommitter
+from api.evidence_store import EvidenceStore
+from api.limits import STREAMED, BodyLimit
+from api.routes import artefacts, auth, events, log, objects
+from api.runtime import Limits, Runtime
+from api.settings import Settings, check_sqlite_durability
+from ledger import keys
+from ledger.note import NoteSigner
+from ledger.store.base import LedgerStore
+
+API_VERSION = "1.0.0"
+
+
+def open_store(settings: Settings, clock: Clock = now_ms) -> LedgerStore:
+    """Open the SQL ledger named by the settings, refusing unsafe durability."""
+    from ledger.store.sql import SqlStore
+
+    passphrase = (settings.log_key_passphrase.get_secret_value().encode()
+                  if settings.log_key_passphrase else None)
+    seed = keys.load_seed(settings.log_key_path, passphrase)  # refuses 0o077 modes (T20)
+    signer = NoteSigner(settings.origin, seed)
+    store = SqlStore.open(settings.database_url, signer=signer, clock=clock)
+    if settings.database_url.startswith("sqlite"):
+        check_sqlite_durability(sqlite_pragmas(store.engine), settings.environment)
+    return store
+
+
+def sqlite_pragmas(engine: Any) -> dict[str, object]:
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        sync = cur.execute("PRAGMA synchronous").fetchone()[0]
+        mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+        cur.close()
+    finally:
+        raw.close()
+    return {"synchronous": sync, "journal_mode": mode}
+
+
+def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes | None = None,
+               evidence_dir: Path | None = None, limits: Limits | None = None,
+               clock: Clock = now_ms, origin: str | None = None,
+               token_ttl_s: int = 900, challenge_ttl_s: int = 60,
+               group_commit_max: int = 256, write_queue: int = 4096) -> FastAPI:
+    """Build the API for a settings object (production) or an open store (tests)."""
+    if config is None:
+        config = Settings()  # type: ignore[call-arg]  # from CUSTODY_* variables
+    if isinstance(config, Settings):
+        s = config
+        store, owns = open_store(s, clock), True
+        token_key = s.token_key()
+        evidence_dir, origin = s.evidence_dir, s.origin
+        token_ttl_s, challenge_ttl_s = s.token_ttl_s, s.challenge_ttl_s
+        group_commit_max, write_queue = s.group_commit_max, s.write_queue
+        limits = Limits(max_event_bytes=s.max_event_bytes,
+                        max_batch_bytes=s.max_event_bytes * 32,
+                        max_upload_bytes=s.max_upload_bytes)
+    else:
+        store, owns = config, False
+        if token_key is None:
+            token_key = _random_key()
+    limits = limits or Limits()
+    ledger_rec = store.state("ledger")
+    origin = str(ledger_rec["origin"]) if ledger_rec else origin
+    runtime = Runtime(
+        store=store,
+        auth=Authenticator(token_key, origin or "", challenge_ttl_ms=challenge_ttl_s * 1000,
+                           token_ttl_ms=token_ttl_s * 1000, clock=clock),
+        committer=GroupCommitter(store, max_queue=write_queue, max_batch=group_commit_max),
+        evidence=EvidenceStore(evidence_dir) if evidence_dir is not None else None,
+        limits=limits, fallback_origin=origin, owns_store=owns)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.committer.start()
+        try:
+            yield
+        finally:
+            runtime.committer.stop()
+            if runtime.owns_store:
+                runtime.store.close()
+
+    app = FastAPI(title="Custody Ledger API", version=API_VERSION, lifespan=lifespan,
+                  description="Chain of custody for cross-border digital evidence: signed "
+                  "events, Merkle proofs, jurisdiction-aware authorisation. Errors are RFC "
+                  "9457 application/problem+json.")
+    app.state.runtime = runtime
+    problems.install(app)
+    for module in (auth, events, log, objects, artefacts):
+        app.include_router(module.router)
+
+    def cap_for(path: str) -> int | None:
+        if path.startswith(STREAMED):
+            return None
+        if path == "/v1/events/batch":
+            return limits.max_batch_bytes
+        return limits.max_event_bytes
+
+    app.add_middleware(BodyLimit, cap_for=cap_for)
+    _stable_openapi(app)
+    return app
+
+
+def _random_key() -> bytes:
+    import secrets
+
+    return secrets.token_bytes(32)
+
+
+def _stable_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})
+            schema["components"]["schemas"]["Problem"] = problems.Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,112 @@
+"""Group commit: concurrent write requests share one durable transaction.
+
+Requests put their signed event on a bounded queue and wait; one writer thread takes
+everything queued (up to ``max_batch``), calls ``store.append_many`` (one transaction,
+one fsync, one checkpoint) and resolves each request with its own result or refusal.
+The custody rules still judge events one after the other inside the transaction, so
+two dispatches of one artefact in one batch still give one success and one conflict.
+A full queue is :class:`~ledger.errors.Backpressure` (503 + Retry-After), never an
+unbounded backlog (threat T11). A 201 is sent only after the commit returned.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+
+from ledger.errors import Backpressure, LedgerError
+from ledger.events import SignedEvent
+from ledger.store.base import AppendResult, LedgerStore
+
+_STOP = object()
+
+
+class GroupCommitter:
+    def __init__(self, store: LedgerStore, *, max_queue: int, max_batch: int) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="custody-group-commit",
+                                                daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+
+    def submit(self, signed: SignedEvent) -> Future[AppendResult]:
+        self.start()
+        fut: Future[AppendResult] = Future()
+        try:
+            self._queue.put_nowait((signed, fut))
+        except queue.Full:
+            raise Backpressure("the write queue is full; retry shortly", 1.0) from None
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            items = [first]
+            stop = False
+            while len(items) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                items.append(nxt)
+            self._commit(items)  # type: ignore[arg-type]
+            if stop:
+                return
+
+    def _commit(self, items: list[tuple[SignedEvent, Future[AppendResult]]]) -> None:
+        # The same event twice in one batch: commit it once and answer both (idempotency).
+        slots: dict[str, int] = {}
+        batch: list[SignedEvent] = []
+        waiters: list[list[Future[AppendResult]]] = []
+        for signed, fut in items:
+            if not fut.set_running_or_notify_cancel():
+                continue
+            eid = signed.event_id
+            if eid in slots:
+                waiters[slots[eid]].append(fut)
+                continue
+            slots[eid] = len(batch)
+            batch.append(signed)
+            waiters.append([fut])
+        if not batch:
+            return
+        try:
+            outcomes = self.store.append_many(batch)
+        except BaseException as exc:  # the whole transaction failed: tell every waiter
+            for futs in waiters:
+                for fut in futs:
+                    fut.set_exception(exc if isinstance(exc, Exception) else
+                                      LedgerError("the writer stopped"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for outcome, futs in zip(outcomes, waiters, strict=True):
+            for n, fut in enumerate(futs):
+                if isinstance(outcome, LedgerError):
+                    fut.set_exception(outcome)
+                elif n == 0:
+                    fut.set_result(outcome)
+                else:
+                    fut.set_result(AppendResult(outcome.index, outcome.leaf_hash,
+                                                outcome.event_id, outcome.ledger_time,
+                                                outcome.checkpoint, outcome.result, True))

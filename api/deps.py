@@ -1,0 +1,44 @@
+"""FastAPI dependencies (``Annotated``): the runtime, the store, the calling actor."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.auth import active_actor
+from api.policy import Caller
+from api.runtime import Runtime
+from ledger.errors import Unauthenticated
+from ledger.store.base import LedgerStore
+
+_bearer = HTTPBearer(auto_error=False, description="a token from POST /v1/auth/token")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_store(runtime: RuntimeDep) -> LedgerStore:
+    return runtime.store
+
+
+StoreDep = Annotated[LedgerStore, Depends(get_store)]
+
+
+def current_actor(runtime: RuntimeDep,
+                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+                  ) -> Caller:
+    """The actor named by a valid bearer token, still active on the ledger."""
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise Unauthenticated("this endpoint needs a bearer token (POST /v1/auth/token)")
+    token = runtime.auth.check(creds.credentials)
+    return Caller(token.actor, active_actor(runtime.store, token.actor))
+
+
+CallerDep = Annotated[Caller, Depends(current_actor)]

@@ -1,0 +1,162 @@
+"""Who may see what: role × organisation × jurisdiction × case membership.
+
+Pure functions over the ledger's world state (a ``StateView``); routes call them for
+every object and answer 404 when the caller may not see it, so existence does not leak.
+
+Rules (documented in ``docs/api.md``):
+
+* Directory records are visible to every authenticated actor of the consortium: the
+  ledger record, organisations (id, name, jurisdiction) and actors (name, org, roles,
+  public key: what a verifier needs to check a signature).
+* A case is visible to its lead organisation and its member organisations. Jurisdiction
+  enters only through organisations: an agency in another country sees a case exactly
+  when it was added to it (a joint investigation team, a court's organisation).
+* An artefact is visible to its custodian organisation and the case's organisations
+  (:func:`ledger.rules.may_access`, the same policy the ledger applies to access events)
+  and to the recipient organisation of its open dispatch (it must see what it receives).
+* A transfer is visible to its sending and receiving organisations and to whoever sees
+  its artefact. A legal basis is visible to the recording organisation and to whoever
+  sees its case or one of its artefacts.
+* An actor with the ``auditor`` role reads everything (the whole log and state: it runs
+  the audit), but writes nothing beyond what the custody rules allow its other roles.
+* Every actor sees the log entries it signed itself.
+* Anything else (nonce records, unknown prefixes) is auditor-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import events as ev
+from ledger.rules import StateView, may_access
+
+Record = dict[str, Any]
+AUDITOR = "auditor"
+DIRECTORY_PREFIXES = ("org/", "actor/", "orgadmin/")
+DIRECTORY_KINDS = frozenset({ev.GENESIS, ev.ORG_REGISTER, ev.ACTOR_ENROL, ev.ACTOR_REVOKE})
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated actor of a request, with its ledger record."""
+
+    id: str
+    record: Record
+
+    @property
+    def org(self) -> str:
+        return str(self.record["org"])
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(self.record.get("roles", ()))
+
+    @property
+    def is_auditor(self) -> bool:
+        return AUDITOR in self.roles
+
+
+def _case_orgs(case: Record) -> set[str]:
+    return {case["lead_org"], *case.get("members", ())}
+
+
+def can_see_case(view: StateView, caller: Caller, case: Record) -> bool:
+    return caller.is_auditor or caller.org in _case_orgs(case)
+
+
+def can_see_artefact(view: StateView, caller: Caller, art: Record) -> bool:
+    if caller.is_auditor or may_access(view, caller.record, art["id"]):
+        return True
+    open_tr = art.get("open_transfer")
+    tr = view.get("tr/" + open_tr) if open_tr else None
+    return tr is not None and tr["to_org"] == caller.org
+
+
+def can_see_transfer(view: StateView, caller: Caller, tr: Record) -> bool:
+    if caller.is_auditor or caller.org in (tr["from_org"], tr["to_org"]):
+        return True
+    art = view.get("art/" + tr["artefact"])
+    return art is not None and can_see_artefact(view, caller, art)
+
+
+def can_see_legal_basis(view: StateView, caller: Caller, lb: Record) -> bool:
+    if caller.is_auditor:
+        return True
+    recorder = view.get("actor/" + str(lb.get("recorded_by")))
+    if recorder is not None and recorder["org"] == caller.org:
+        return True
+    case = view.get("case/" + lb["case"]) if lb.get("case") else None
+    if case is not None and can_see_case(view, caller, case):
+        return True
+    for art_id in lb.get("artefacts", ()):
+        art = view.get("art/" + art_id)
+        if art is not None and can_see_artefact(view, caller, art):
+            return True
+    return False
+
+
+_BY_PREFIX = {"case/": can_see_case, "art/": can_see_artefact, "tr/": can_see_transfer,
+              "lb/": can_see_legal_basis}
+
+
+def can_see_state(view: StateView, caller: Caller, key: str, record: Record) -> bool:
+    """May ``caller`` read the world-state record ``key``?"""
+    if key == "ledger" or key.startswith(DIRECTORY_PREFIXES):
+        return True
+    prefix = key.split("/", 1)[0] + "/"
+    check = _BY_PREFIX.get(prefix)
+    if check is None:
+        return caller.is_auditor
+    return check(view, caller, record)
+
+
+def visible(view: StateView, caller: Caller, key: str) -> Record | None:
+    """The record at ``key`` if it exists and ``caller`` may see it, else ``None``."""
+    record = view.get(key)
+    if record is None or not can_see_state(view, caller, key, record):
+        return None
+    return record
+
+
+def can_see_event(view: StateView, caller: Caller, signed: ev.SignedEvent) -> bool:
+    """May ``caller`` read the log entry holding ``signed``?"""
+    event = signed.event
+    if caller.is_auditor or event.signer == caller.id or event.kind in DIRECTORY_KINDS:
+        return True
+    p = event.payload
+    if event.kind == ev.CASE_OPEN:
+        return visible(view, caller, "case/" + str(p.get("id"))) is not None
+    if event.kind == ev.CASE_ADD_MEMBER:
+        return visible(view, caller, "case/" + str(p.get("case"))) is not None
+    if event.kind == ev.LEGAL_BASIS:
+        return visible(view, caller, "lb/" + str(p.get("id"))) is not None
+    if event.kind == ev.ARTEFACT_REGISTER:
+        return visible(view, caller, "art/" + str(p.get("id"))) is not None
+    if event.kind in (ev.DISPATCH, ev.RECEIPT) and visible(
+            view, caller, "tr/" + str(p.get("transfer"))) is not None:
+        return True
+    return visible(view, caller, "art/" + str(p.get("artefact"))) is not None
+
+
+#: Payload fields naming objects that must be visible to the signer before an event
+#: about them is even considered (else 404, exactly like an unknown id).
+REFERENCED = (("case", "case/"), ("artefact", "art/"))
+
+
+def hidden_reference(view: StateView, caller: Caller, signed: ev.SignedEvent) -> str | None:
+    """The first object an event names that the caller may not see (or that does not
+    exist), as ``"what id"``; ``None`` when every named object is visible."""
+    p = signed.event.payload
+    if signed.event.kind in (ev.CASE_OPEN, ev.GENESIS, ev.ORG_REGISTER, ev.ACTOR_ENROL):
+        return None
+    for field, prefix in REFERENCED:
+        value = p.get(field)
+        if isinstance(value, str) and visible(view, caller, prefix + value) is None:
+            return f"{'artefact' if prefix == 'art/' else 'case'} {value!r}"
+    arts = p.get("artefacts") if signed.event.kind == ev.LEGAL_BASIS else None
+    if isinstance(arts, list):
+        for value in arts:
+            if isinstance(value, str) and visible(view, caller, "art/" + value) is None:
+                return f"artefact {value!r}"
+    return None

@@ -1,0 +1,274 @@
+"""Artefacts: register, search, details (logged), history, content (logged), evidence
+upload, and verification (digest or upload → verdict + timeline + proofs).
+
+Access logging: the server never holds an actor's key, so it cannot sign "X viewed Y"
+itself. The details and content endpoints therefore require the header
+``X-Custody-Access-Event``: a signed ``access.record`` event (base64url of its JSON) by
+the caller, for this artefact, with action ``view``/``view-content`` (details) or
+``download`` (content) and outcome ``success``. The server appends it FIRST; only a
+committed access event (fresh: a replayed one is refused) unlocks the answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+import anyio.from_thread
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from api.deps import CallerDep, RuntimeDep, StoreDep
+from api.evidence_store import check_sha256, hash_chunks
+from api.models import (
+    AppendReceipt,
+    ArtefactList,
+    ArtefactOut,
+    Digests,
+    Hex64,
+    History,
+    IdStr,
+    Limit,
+    ProvenStep,
+    SignedEventBody,
+    TimelineStep,
+    Verdict,
+    VerifyRequest,
+)
+from api.policy import Caller, can_see_artefact, can_see_event, visible
+from api.routes import READ, WRITE, problems
+from api.routes.events import APPENDED
+from api.runtime import Runtime
+from api.writes import admit, append, parse_signed, view, write
+from ledger import events as ev
+from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from ledger.events import Entry
+from ledger.store.base import AppendResult, LedgerStore
+from ledger.vocab import CUSTODIAL_ROLES
+
+router = APIRouter(tags=["artefacts"])
+ACCESS_HEADER = "X-Custody-Access-Event"
+AccessHeader = Annotated[str, Header(alias=ACCESS_HEADER, min_length=1, max_length=16384,
+                                     description="base64url(JSON of a signed access.record "
+                                     "event by the caller for this artefact)")]
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def artefact_for(store: LedgerStore, caller: Caller, artefact_id: str) -> dict[str, Any]:
+    record = visible(view(store), caller, "art/" + artefact_id)
+    if record is None:
+        raise NotFound(f"unknown artefact {artefact_id!r}")
+    return record
+
+
+def timeline_step(store: LedgerStore, entry: Entry) -> TimelineStep:
+    event = entry.signed.event
+    actor = store.state("actor/" + event.signer)
+    org = store.state("org/" + actor["org"]) if actor else None
+    return TimelineStep(index=entry.index, event_id=entry.signed.event_id, kind=event.kind,
+                        ledger_time=entry.ledger_time, claimed_time=event.claimed_time,
+                        signer=event.signer, org=actor["org"] if actor else None,
+                        jurisdiction=org["jurisdiction"] if org else None,
+                        payload=event.payload)
+
+
+def history_entries(store: LedgerStore, caller: Caller, artefact_id: str, after: int,
+                    limit: int) -> tuple[list[Entry], int | None]:
+    v, out = view(store), []
+    for index in store.refs(artefact_id):
+        if index <= after:
+            continue
+        entry = Entry.from_leaf(store.entry(index).leaf)
+        kind = entry.signed.event.kind
+        about = entry.signed.event.payload.get(
+            "id" if kind == ev.ARTEFACT_REGISTER else "artefact")
+        if about != artefact_id or not can_see_event(v, caller, entry.signed):
+            continue  # e.g. a derived artefact naming this one as parent
+        if len(out) == limit:
+            return out, out[-1].index
+        out.append(entry)
+    return out, None
+
+
+async def logged_access(runtime: Runtime, caller: Caller, artefact_id: str, header: str,
+                        actions: tuple[str, ...]) -> AppendResult:
+    """Check and append the caller's signed access event from the header."""
+    try:
+        raw = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{ACCESS_HEADER} is not base64url") from exc
+    signed = parse_signed(raw)
+    admit(runtime.store, caller, signed, kind=ev.ACCESS, match={"artefact": artefact_id})
+    p = signed.event.payload
+    if p.get("action") not in actions or p.get("outcome") != "success":
+        raise InvalidInput(f"{ACCESS_HEADER} must record a successful "
+                           f"{' or '.join(actions)} of {artefact_id}")
+    result = await append(runtime, caller, signed)
+    if result.duplicate:
+        raise Conflict("replay", "this access event was already used; sign a new one")
+    return result
+
+
+@router.post("/v1/artefacts", operation_id="registerArtefact", status_code=201,
+             response_model=AppendReceipt, responses={**APPENDED, **WRITE})
+async def register_artefact(body: SignedEventBody, request: Request, runtime: RuntimeDep,
+                            caller: CallerDep) -> JSONResponse:
+    """Register an artefact by its digests (signed ``artefact.register``; examiner)."""
+    return await write(request, runtime, caller, kind=ev.ARTEFACT_REGISTER)
+
+
+@router.get("/v1/artefacts", operation_id="listArtefacts", response_model=ArtefactList,
+            responses=READ)
+def list_artefacts(store: StoreDep, caller: CallerDep,
+                   sha256: Annotated[Hex64 | None, Query()] = None,
+                   case: Annotated[IdStr | None, Query()] = None,
+                   after: Annotated[str, Query(max_length=64)] = "",
+                   limit: Limit = 100) -> ArtefactList:
+    """Artefacts the caller may see, optionally by SHA-256 or case."""
+    if sha256 is not None:
+        ids = sorted({Entry.from_leaf(store.entry(i).leaf).signed.event.payload["id"]
+                      for i in store.refs("sha256:" + sha256)})
+        keys = [("art/" + i, store.state("art/" + i)) for i in ids]
+    else:
+        keys = list(store.state_items("art/"))
+    v, items = view(store), []
+    for key, record in keys:
+        if record is None or key[4:] <= after or not can_see_artefact(v, caller, record):
+            continue
+        if case is not None and record["case"] != case:
+            continue
+        if len(items) == limit:
+            return ArtefactList(items=items, next_after=items[-1]["id"])
+        items.append(record)
+    return ArtefactList(items=items, next_after=None)
+
+
+@router.get("/v1/artefacts/{artefact_id}", operation_id="getArtefact",
+            response_model=ArtefactOut, responses=WRITE)
+async def get_artefact(artefact_id: IdStr, runtime: RuntimeDep, caller: CallerDep,
+                       access_event: AccessHeader) -> ArtefactOut:
+    """An artefact's details. The read is logged: see the module notes on the header."""
+    artefact_for(runtime.store, caller, artefact_id)
+    receipt = await logged_access(runtime, caller, artefact_id, access_event,
+                                  ("view", "view-content"))
+    record = artefact_for(runtime.store, caller, artefact_id)
+    return ArtefactOut(artefact=record, access=AppendReceipt(**receipt.to_json()))
+
+
+@router.get("/v1/artefacts/{artefact_id}/history", operation_id="getArtefactHistory",
+            response_model=History, responses=READ)
+def get_history(store: StoreDep, caller: CallerDep, artefact_id: IdStr,
+                after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
+                limit: Limit = 100) -> History:
+    """The custody timeline: every visible event about the artefact, with signer,
+    organisation, jurisdiction, ledger time and log index."""
+    artefact_for(store, caller, artefact_id)
+    entries, nxt = history_entries(store, caller, artefact_id, after, limit)
+    return History(artefact=artefact_id, steps=[timeline_step(store, e) for e in entries],
+                   next_after=nxt)
+
+
+@router.get("/v1/artefacts/{artefact_id}/content", operation_id="downloadArtefact",
+            response_class=FileResponse, responses={
+                200: {"content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}}},
+                      "description": "the evidence bytes"}, **WRITE})
+async def download(artefact_id: IdStr, runtime: RuntimeDep, caller: CallerDep,
+                   access_event: AccessHeader) -> FileResponse:
+    """The stored evidence bytes (logged as a ``download`` access event)."""
+    record = artefact_for(runtime.store, caller, artefact_id)
+    if runtime.evidence is None or not runtime.evidence.has(record["digests"]["sha256"]):
+        raise NotFound(f"the server holds no bytes of artefact {artefact_id}")
+    await logged_access(runtime, caller, artefact_id, access_event, ("download",))
+    path = runtime.evidence.open(record["digests"]["sha256"])
+    return FileResponse(path, media_type="application/octet-stream",
+                        filename=f"{artefact_id}.bin")
+
+
+# ---- uploads and verification --------------------------------------------------------
+
+def _content_length(request: Request, cap: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(f"the upload of {declared} bytes exceeds the limit of {cap} "
+                              "bytes")
+
+
+def _chunk_source(request: Request) -> Any:
+    stream: AsyncIterator[bytes] = request.stream()
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    return lambda: anyio.from_thread.run(next_chunk)
+
+
+@router.put("/v1/evidence/{sha256}", operation_id="uploadEvidence", status_code=201,
+            response_model=Digests, responses=problems(401, 403, 413, 422, 502, 503),
+            openapi_extra=UPLOAD_BODY)
+async def upload_evidence(sha256: Hex64, request: Request, runtime: RuntimeDep,
+                          caller: CallerDep) -> Digests:
+    """Stream evidence bytes into the content-addressed store. The SHA-256 is verified
+    while streaming; a size over the cap (413) or a different digest (422) stores
+    nothing. Custodial roles (examiner, custodian) only."""
+    if not caller.roles & CUSTODIAL_ROLES:
+        raise Forbidden("only examiners and custodians may upload evidence")
+    if runtime.evidence is None:
+        raise NotFound("this server has no evidence store (CUSTODY_EVIDENCE_DIR)")
+    cap = runtime.limits.max_upload_bytes
+    _content_length(request, cap)
+    store, digest = runtime.evidence, check_sha256(sha256)
+    got = await anyio.to_thread.run_sync(store.put, digest, _chunk_source(request), cap)
+    return Digests(sha256=got.sha256, sha512=got.sha512, size=got.size)
+
+
+def verdict_for(store: LedgerStore, caller: Caller, sha256: str,
+                artefact_id: str | None) -> Verdict:
+    """Authentic / mismatch / not-registered, with the proven custody timeline."""
+    if artefact_id is not None:
+        record: dict[str, Any] | None = artefact_for(store, caller, artefact_id)
+    else:
+        v = view(store)
+        found = [store.state("art/" + Entry.from_leaf(store.entry(i).leaf)
+                             .signed.event.payload["id"]) for i in store.refs("sha256:" + sha256)]
+        record = next((r for r in found if r and can_see_artefact(v, caller, r)), None)
+    note = store.latest_checkpoint()
+    size = store.size()
+    if record is None:
+        return Verdict(verdict="not-registered", sha256=sha256, artefact=None, checkpoint=note,
+                       tree_size=size, timeline=[])
+    verdict = "authentic" if record["digests"]["sha256"] == sha256 else "mismatch"
+    entries, _ = history_entries(store, caller, record["id"], -1, 1000)
+    steps = [ProvenStep(step=timeline_step(store, e),
+                        leaf_hash=store.entry(e.index).leaf_hash.hex(),
+                        inclusion_proof=[h.hex() for h in store.inclusion_proof(e.index, size)])
+             for e in entries if e.index < size]
+    return Verdict(verdict=verdict, sha256=sha256, artefact=record, checkpoint=note,
+                   tree_size=size, timeline=steps)
+
+
+@router.post("/v1/verify", operation_id="verifyDigest", response_model=Verdict,
+             responses=READ)
+def verify_digest(body: VerifyRequest, store: StoreDep, caller: CallerDep) -> Verdict:
+    """Verify a digest (optionally against one artefact): verdict, timeline, proofs
+    against the latest checkpoint. Only artefacts the caller may see are considered."""
+    return verdict_for(store, caller, body.sha256, body.artefact)
+
+
+@router.put("/v1/verify/upload", operation_id="verifyUpload", response_model=Verdict,
+            responses=problems(401, 404, 413, 422, 502, 503), openapi_extra=UPLOAD_BODY)
+async def verify_upload(request: Request, runtime: RuntimeDep, caller: CallerDep,
+                        artefact: Annotated[IdStr | None, Query()] = None) -> Verdict:
+    """Stream a file (never stored), hash it, and verify its SHA-256 as above."""
+    cap = runtime.limits.max_upload_bytes
+    _content_length(request, cap)
+    got = await anyio.to_thread.run_sync(hash_chunks, _chunk_source(request), cap)
+    return await anyio.to_thread.run_sync(verdict_for, runtime.store, caller, got.sha256,
+                                          artefact)

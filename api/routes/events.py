@@ -1,0 +1,140 @@
+"""The protocol endpoints that back :class:`ledger.store.remote.RemoteStore`: append
+signed events, find an event, read world state and refs (all authorised per object)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import CallerDep, RuntimeDep, StoreDep
+from api.models import (
+    PAGE_MAX,
+    AppendReceipt,
+    BatchBody,
+    BatchOutcome,
+    BatchResult,
+    EventLocation,
+    Limit,
+    RefPage,
+    SignedEventBody,
+    StatePage,
+    StateRecord,
+)
+from api.policy import can_see_event, can_see_state, visible
+from api.problems import problem_body
+from api.routes import READ, WRITE
+from api.writes import admit, parse_signed, view, write
+from ledger.canonical import canonical
+from ledger.errors import LedgerError, NotFound
+from ledger.events import Entry
+
+router = APIRouter(tags=["events"])
+KeyPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+RefPath = Annotated[str, Path(min_length=1, max_length=80, pattern=r"^[\x21-\x7e]+$")]
+
+APPENDED = {200: {"model": AppendReceipt,
+                  "description": "the same signed event was already on the log (idempotent)"}}
+
+
+@router.post("/v1/events", operation_id="appendEvent", status_code=201,
+             response_model=AppendReceipt, responses={**APPENDED, **WRITE})
+async def append_event(body: SignedEventBody, request: Request, runtime: RuntimeDep,
+                       caller: CallerDep) -> JSONResponse:
+    """Append a signed event of any kind (what ``LedgerStore.append`` does remotely).
+
+    201: committed, with its index and the checkpoint covering it. 200: this exact
+    signed event is already on the log; the original receipt is returned."""
+    return await write(request, runtime, caller)
+
+
+@router.post("/v1/events/batch", operation_id="appendEvents", response_model=BatchResult,
+             responses=WRITE)
+async def append_events(body: BatchBody, runtime: RuntimeDep, caller: CallerDep) -> BatchResult:
+    """Append several signed events (``LedgerStore.append_many``); each is accepted or
+    refused on its own, with a status and a receipt or a problem."""
+    futures: list[asyncio.Future[object] | LedgerError] = []
+    for item in body.events:
+        try:
+            signed = parse_signed(canonical(item.model_dump()))
+            admit(runtime.store, caller, signed)
+            futures.append(asyncio.wrap_future(runtime.committer.submit(signed)))
+        except LedgerError as exc:
+            futures.append(exc)
+    outcomes: list[BatchOutcome] = []
+    for fut in futures:
+        try:
+            if isinstance(fut, LedgerError):
+                raise fut
+            result = await fut
+        except LedgerError as exc:
+            status, problem, _ = problem_body(exc)
+            outcomes.append(BatchOutcome(status=status, problem=problem))
+            continue
+        data = result.to_json()  # type: ignore[attr-defined]
+        outcomes.append(BatchOutcome(status=200 if data["duplicate"] else 201,
+                                     receipt=AppendReceipt(**data)))
+    return BatchResult(outcomes=outcomes)
+
+
+@router.get("/v1/events/{event_id}", operation_id="findEvent", response_model=EventLocation,
+            responses=READ)
+def find_event(store: StoreDep, caller: CallerDep,
+               event_id: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]) -> EventLocation:
+    """The log index of an event id, if the caller may see the event."""
+    index = store.find_event(event_id)
+    if index is None or not can_see_event(
+            view(store), caller, Entry.from_leaf(store.entry(index).leaf).signed):
+        raise NotFound(f"no event {event_id} on the log")
+    return EventLocation(event_id=event_id, index=index)
+
+
+@router.get("/v1/state/{key:path}", operation_id="getState", response_model=StateRecord,
+            responses=READ)
+def get_state(store: StoreDep, caller: CallerDep, key: KeyPath) -> StateRecord:
+    """One world-state record (``ledger``, ``org/ID``, ``actor/ID``, ``case/ID``,
+    ``lb/ID``, ``art/ID``, ``tr/ID``), if the caller may see it."""
+    record = visible(view(store), caller, key)
+    if record is None:
+        raise NotFound(f"no record {key!r}")
+    return StateRecord(key=key, value=record)
+
+
+@router.get("/v1/state", operation_id="listState", response_model=StatePage, responses=READ)
+def list_state(store: StoreDep, caller: CallerDep,
+               prefix: Annotated[str, Query(min_length=1, max_length=200,
+                                            pattern=r"^[\x21-\x7e]+$")],
+               after: Annotated[str, Query(max_length=200)] = "",
+               limit: Limit = 100) -> StatePage:
+    """Records whose key starts with ``prefix``, in key order, after ``after``; records
+    the caller may not see are left out."""
+    v = view(store)
+    items: list[StateRecord] = []
+    for key, value in store.state_items(prefix):
+        if key <= after or not can_see_state(v, caller, key, value):
+            continue
+        if len(items) == limit:
+            return StatePage(items=items, next_after=items[-1].key)
+        items.append(StateRecord(key=key, value=value))
+    return StatePage(items=items, next_after=None)
+
+
+@router.get("/v1/refs/{ref}", operation_id="listRefs", response_model=RefPage, responses=READ)
+def list_refs(store: StoreDep, caller: CallerDep, ref: RefPath,
+              after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
+              limit: Limit = PAGE_MAX) -> RefPage:
+    """Indices of the entries about ``ref`` (an object id or ``sha256:HEX``) that the
+    caller may see, ascending, after index ``after``."""
+    v = view(store)
+    out: list[int] = []
+    for index in store.refs(ref):
+        if index <= after:
+            continue
+        if not can_see_event(v, caller, Entry.from_leaf(store.entry(index).leaf).signed):
+            continue
+        if len(out) == limit:
+            return RefPage(ref=ref, indices=out, next_after=out[-1])
+        out.append(index)
+    return RefPage(ref=ref, indices=out, next_after=None)

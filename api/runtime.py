@@ -1,0 +1,43 @@
+"""What one running API server holds: the store, the group committer, the authenticator,
+the evidence store and the limits. Built by :func:`api.app.create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from api.auth import Authenticator
+from api.committer import GroupCommitter
+from api.evidence_store import EvidenceStore
+from ledger.store.base import LedgerStore
+
+
+@dataclass
+class Limits:
+    max_event_bytes: int = 256 * 1024
+    max_batch_bytes: int = 8 * 1024 * 1024
+    max_upload_bytes: int = 64 << 30
+
+
+@dataclass
+class Runtime:
+    store: LedgerStore
+    auth: Authenticator
+    committer: GroupCommitter
+    evidence: EvidenceStore | None
+    limits: Limits
+    fallback_origin: str | None = None
+    owns_store: bool = False
+
+    def ledger(self) -> dict[str, Any] | None:
+        return self.store.state("ledger")
+
+    @property
+    def origin(self) -> str | None:
+        rec = self.ledger()
+        return str(rec["origin"]) if rec else self.fallback_origin
+
+    @property
+    def verifier_key(self) -> str | None:
+        rec = self.ledger()
+        return str(rec["log_key"]) if rec else None

@@ -1,0 +1,91 @@
+"""Server settings (pydantic-settings, environment prefix ``CUSTODY_``).
+
+Outside ``environment=development`` the server refuses to start with settings that would
+break a promise it makes: a SQLite ledger without ``synchronous=FULL`` (a 201 must mean
+"survives a crash"), a log key file readable by group or others (threat T20), bearer
+tokens living longer than an hour, a missing token secret, an in-memory database.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.errors import InvalidInput
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to run; read from ``CUSTODY_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CUSTODY_", extra="forbid", frozen=True)
+
+    database_url: Annotated[str, Field(min_length=1, description="sqlite:///PATH or postgresql://…")]
+    log_key_path: Path = Field(description="the log's checkpoint key file (ledger.keys format)")
+    log_key_passphrase: SecretStr | None = Field(
+        default=None, description="passphrase of an encrypted log key file")
+    origin: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="the ledger's origin (also the log key's name)")
+    environment: Literal["development", "production"] = "development"
+    token_secret: SecretStr | None = Field(
+        default=None, description="HMAC key for challenges and bearer tokens (>= 32 chars); "
+        "shared by all workers. Development generates a random one per process.")
+    token_ttl_s: Annotated[int, Field(ge=10, le=24 * 3600)] = 900
+    challenge_ttl_s: Annotated[int, Field(ge=5, le=300)] = 60
+    evidence_dir: Path | None = Field(
+        default=None, description="content-addressed evidence store; uploads off when unset")
+    max_upload_bytes: Annotated[int, Field(ge=1, le=1 << 50)] = 64 * GIB
+    max_event_bytes: Annotated[int, Field(ge=1 * KIB, le=16 * MIB)] = 256 * KIB
+    max_batch_events: Annotated[int, Field(ge=1, le=1000)] = 256
+    page_max: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    write_queue: Annotated[int, Field(ge=1, le=100_000)] = 4096
+    group_commit_max: Annotated[int, Field(ge=1, le=1000)] = 256
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.environment == "development":
+            return self
+        problems = []
+        if self.token_ttl_s > 3600:
+            problems.append("token_ttl_s must be at most 3600 s outside development")
+        if self.token_secret is None or len(self.token_secret.get_secret_value()) < 32:
+            problems.append("token_secret of at least 32 characters is required")
+        url = self.database_url
+        if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") == "sqlite:"
+                                         or "mode=memory" in url):
+            problems.append("an in-memory SQLite database is not durable")
+        if problems:
+            raise ValueError("unsafe settings for production: " + "; ".join(problems))
+        return self
+
+    def token_key(self) -> bytes:
+        if self.token_secret is not None:
+            return self.token_secret.get_secret_value().encode()
+        return _DEV_SECRET
+
+
+_DEV_SECRET = secrets.token_bytes(32)
+
+
+def check_sqlite_durability(pragmas: dict[str, object], environment: str) -> None:
+    """Refuse a SQLite connection that does not honour the durability contract.
+
+    ``pragmas`` are what the live connection reports (``synchronous``: 2 = FULL, 3 = EXTRA;
+    ``journal_mode``: wal). Called at startup on a real connection of the store's engine,
+    so a URL or engine that overrides the store's pragmas is caught.
+    """
+    if environment == "development":
+        return
+    sync = pragmas.get("synchronous")
+    if not isinstance(sync, int) or sync < 2:
+        raise InvalidInput(f"the SQLite ledger runs with synchronous={sync}, not FULL: an "
+                           "acknowledged entry could be lost on power failure")
+    if str(pragmas.get("journal_mode", "")).lower() != "wal":
+        raise InvalidInput("the SQLite ledger is not in WAL mode")

@@ -1,0 +1,363 @@
+"""A :class:`~ledger.store.base.LedgerStore` that talks to the API server over HTTP.
+
+With it every use case in :mod:`ledger.service` runs unchanged against a server: events
+are built and signed where the private key lives (the client) and sent with
+``POST /v1/events``; reads go to the authorised read endpoints. A problem+json answer is
+turned back into the SAME :mod:`ledger.errors` class the local store would raise (by its
+``code``), so the CLI's exit codes are identical in both modes. Answers from the server
+are checked before use (threat T19): leaf bytes must hash to the stated leaf hash, hashes
+must be 32 bytes, sizes integers.
+
+Tokens: ``token`` is a bearer token, a callable returning one (e.g. :class:`ActorLogin`,
+which logs in by signing a challenge and renews the token before it expires), or None
+for public reads only. Appends are sent with the token of the event's signer when
+``signer_tokens`` is given (the server refuses an event signed by someone else than the
+authenticated actor).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from ledger import errors as e
+from ledger import merkle
+from ledger.events import SignedEvent
+from ledger.store.base import AppendResult, StoredEntry
+
+if TYPE_CHECKING:
+    from ledger.home import Home
+    from ledger.service import ActorKey
+
+AUTH_DOMAIN = b"custody-ledger/v1/auth\n"
+TokenSource = Callable[[], str] | str | None
+PAGE = 1000
+
+
+def _codes() -> dict[str, type[e.LedgerError]]:
+    table: dict[str, type[e.LedgerError]] = {}
+    stack: list[type[e.LedgerError]] = [e.LedgerError]
+    while stack:
+        cls = stack.pop()
+        table.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    return table
+
+
+def to_exception(status: int, body: object) -> e.LedgerError:
+    """The ledger exception a problem+json answer stands for."""
+    if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+        if status == 404:
+            return e.NotFound(f"not found (HTTP {status})")
+        return e.UpstreamError(f"the server answered HTTP {status} without a problem body")
+    detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
+    cls = _codes().get(body["code"])
+    if cls is None:
+        if status == 404:
+            return e.NotFound(detail)
+        return e.InvalidInput(detail) if 400 <= status < 500 else e.UpstreamError(detail)
+    if issubclass(cls, e.RuleViolation):
+        return cls(str(body.get("rule") or "unknown"), detail)
+    if issubclass(cls, e.Backpressure):
+        retry = body.get("retry_after")
+        return cls(detail, float(retry) if isinstance(retry, int | float) else 1.0)
+    if issubclass(cls, e.IntegrityFault):
+        index = body.get("index")
+        return cls(detail, index if isinstance(index, int) else None)
+    return cls(detail)
+
+
+def _hash(hexval: object, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(hexval) if isinstance(hexval, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise e.UpstreamError(f"the server sent a malformed {what}")
+    return raw
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise e.UpstreamError(f"the server sent a malformed {what}")
+    return value
+
+
+class RemoteStore:
+    """The ledger behind an API server, as a LedgerStore."""
+
+    def __init__(self, base_url: str, *, token: TokenSource = None, timeout: float = 30.0,
+                 signer_tokens: Callable[[str], str] | None = None,
+                 client: httpx.Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._signer_tokens = signer_tokens
+        self._owns_client = client is None
+        self._client = client or httpx.Client(
+            base_url=self.base_url, timeout=timeout,
+            headers={"User-Agent": "custody-ledger-remote/1"})
+
+    @classmethod
+    def for_home(cls, home: Home, server: str, actor_id: str | None = None) -> RemoteStore:
+        """A remote store for a CLI home: reads as ``actor_id`` (default actor), appends
+        as whoever signed the event, logging in with the home's local keys."""
+        logins: dict[str, ActorLogin] = {}
+        lock = threading.Lock()
+
+        def token_of(actor: str | None) -> str:
+            key = home.actor(actor)
+            with lock:
+                login_ = logins.setdefault(key.actor_id, ActorLogin(server, key))
+            return login_()
+
+        return cls(server, token=lambda: token_of(actor_id), signer_tokens=token_of)
+
+    # ---- HTTP plumbing -------------------------------------------------------------
+
+    def _bearer(self, token: TokenSource) -> dict[str, str]:
+        value = token() if callable(token) else token
+        return {"Authorization": f"Bearer {value}"} if value else {}
+
+    def _request(self, method: str, path: str, *, token: TokenSource = None,
+                 use_default_token: bool = True, **kwargs: Any) -> httpx.Response:
+        headers = self._bearer(token if token is not None else
+                               self._token if use_default_token else None)
+        headers.update(kwargs.pop("headers", {}))
+        try:
+            resp = self._client.request(method, path, headers=headers, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise e.UpstreamError(f"the ledger server at {self.base_url} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise e.UpstreamError(f"cannot reach the ledger server at {self.base_url}: "
+                                  f"{exc}") from exc
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            raise to_exception(resp.status_code, body)
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._request(method, path, **kwargs)
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise e.UpstreamError(f"the server sent invalid JSON for {path}") from exc
+
+    def _get_or_none(self, path: str, **kwargs: Any) -> Any:
+        try:
+            return self._json("GET", path, **kwargs)
+        except e.NotFound:
+            return None
+
+    # ---- writes --------------------------------------------------------------------
+
+    def _signer_token(self, signed: SignedEvent) -> TokenSource:
+        if self._signer_tokens is None:
+            return None
+        signer_tokens, actor = self._signer_tokens, signed.event.signer
+        return lambda: signer_tokens(actor)
+
+    def append(self, signed: SignedEvent) -> AppendResult:
+        data = self._json("POST", "/v1/events", content=signed.canonical_bytes(),
+                          token=self._signer_token(signed),
+                          headers={"Content-Type": "application/json"})
+        return _receipt(data)
+
+    def append_many(self, batch: Sequence[SignedEvent]) -> list[AppendResult | e.LedgerError]:
+        if not batch:
+            return []
+        signers = {s.event.signer for s in batch}
+        if len(signers) != 1:
+            # One token per request: several signers means one request per event.
+            out: list[AppendResult | e.LedgerError] = []
+            for signed in batch:
+                try:
+                    out.append(self.append(signed))
+                except e.LedgerError as exc:
+                    out.append(exc)
+            return out
+        data = self._json("POST", "/v1/events/batch",
+                          json={"events": [s.to_json() for s in batch]},
+                          token=self._signer_token(batch[0]))
+        outcomes = data.get("outcomes") if isinstance(data, dict) else None
+        if not isinstance(outcomes, list) or len(outcomes) != len(batch):
+            raise e.UpstreamError("the server answered a batch with the wrong number of "
+                                  "outcomes")
+        return [_receipt(o["receipt"]) if o.get("receipt") is not None
+                else to_exception(int(o.get("status", 500)), o.get("problem"))
+                for o in outcomes]
+
+    # ---- reads ---------------------------------------------------------------------
+
+    def _log(self) -> dict[str, Any]:
+        data = self._json("GET", "/v1/log", use_default_token=False)
+        if not isinstance(data, dict):
+            raise e.UpstreamError("the server sent a malformed log summary")
+        return data
+
+    def size(self) -> int:
+        return _int(self._log().get("size"), "log size")
+
+    def latest_checkpoint(self) -> str | None:
+        note = self._log().get("checkpoint")
+        return note if isinstance(note, str) else None
+
+    def entry(self, index: int) -> StoredEntry:
+        return _entry(self._json("GET", f"/v1/log/entries/{int(index)}"))
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
+        nxt: int | None = start
+        while nxt is not None and (end is None or nxt < end):
+            limit = PAGE if end is None else min(PAGE, end - nxt)
+            data = self._json("GET", "/v1/log/entries",
+                              params={"start": nxt, "limit": limit})
+            items = data.get("items", [])
+            for item in items:
+                stored = _entry(item)
+                if end is not None and stored.index >= end:
+                    return
+                yield stored
+            nxt = data.get("next_start")
+            if not items:
+                return
+
+    def find_event(self, event_id: str) -> int | None:
+        data = self._get_or_none(f"/v1/events/{quote(event_id, safe='')}")
+        return None if data is None else _int(data.get("index"), "index")
+
+    def state(self, key: str) -> dict[str, Any] | None:
+        data = self._get_or_none(f"/v1/state/{quote(key, safe='/')}")
+        if data is None:
+            return None
+        value = data.get("value")
+        if not isinstance(value, dict):
+            raise e.UpstreamError(f"the server sent a malformed record for {key}")
+        return value
+
+    def state_items(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        after = ""
+        while True:
+            data = self._json("GET", "/v1/state",
+                              params={"prefix": prefix, "after": after, "limit": PAGE})
+            for item in data.get("items", []):
+                yield str(item["key"]), dict(item["value"])
+            if data.get("next_after") is None:
+                return
+            after = str(data["next_after"])
+
+    def refs(self, ref: str) -> list[int]:
+        out: list[int] = []
+        after = -1
+        while True:
+            data = self._json("GET", f"/v1/refs/{quote(ref, safe='')}",
+                              params={"after": after, "limit": PAGE})
+            out.extend(_int(i, "index") for i in data.get("indices", []))
+            if data.get("next_after") is None:
+                return out
+            after = _int(data["next_after"], "index")
+
+    def checkpoints(self) -> Iterator[tuple[int, str]]:
+        after = 0
+        while True:
+            data = self._json("GET", "/v1/log/checkpoints", use_default_token=False,
+                              params={"after": after, "limit": PAGE})
+            for item in data.get("items", []):
+                yield _int(item.get("size"), "checkpoint size"), str(item.get("note"))
+            if data.get("next_after") is None:
+                return
+            after = _int(data["next_after"], "checkpoint size")
+
+    def root(self, size: int) -> bytes:
+        data = self._json("GET", "/v1/log/root", use_default_token=False,
+                          params={"size": size})
+        return _hash(data.get("root"), "root hash")
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        data = self._json("GET", "/v1/log/proofs/inclusion", use_default_token=False,
+                          params={"index": index, "size": size})
+        return [_hash(h, "proof hash") for h in data.get("proof", [])]
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        data = self._json("GET", "/v1/log/proofs/consistency", use_default_token=False,
+                          params={"old": old, "new": new})
+        return [_hash(h, "proof hash") for h in data.get("proof", [])]
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def _receipt(data: object) -> AppendResult:
+    if not isinstance(data, dict):
+        raise e.UpstreamError("the server sent a malformed append receipt")
+    try:
+        return AppendResult(
+            index=_int(data["index"], "index"), leaf_hash=_hash(data["leaf_hash"], "leaf hash"),
+            event_id=str(data["event_id"]), ledger_time=_int(data["ledger_time"], "time"),
+            checkpoint=str(data["checkpoint"]), result=dict(data.get("result") or {}),
+            duplicate=bool(data.get("duplicate", False)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise e.UpstreamError("the server sent a malformed append receipt") from exc
+
+
+def _entry(data: object) -> StoredEntry:
+    if not isinstance(data, dict):
+        raise e.UpstreamError("the server sent a malformed log entry")
+    try:
+        leaf = base64.b64decode(str(data["leaf"]), validate=True)
+    except (KeyError, binascii.Error, ValueError) as exc:
+        raise e.UpstreamError("the server sent a malformed log entry") from exc
+    leaf_hash = _hash(data.get("leaf_hash"), "leaf hash")
+    if merkle.leaf_hash(leaf) != leaf_hash:
+        raise e.VerificationError(f"entry {data.get('index')}: the leaf bytes the server "
+                                  "sent do not hash to its leaf hash")
+    return StoredEntry(_int(data.get("index"), "index"), leaf, leaf_hash,
+                       _int(data.get("ledger_time"), "time"))
+
+
+# ---- login -----------------------------------------------------------------------------
+
+def login(base_url: str, actor_key: ActorKey, *, timeout: float = 30.0,
+          client: httpx.Client | None = None) -> tuple[str, int]:
+    """Log in by signing a server challenge; return ``(token, expires_at_ms)``."""
+    store = RemoteStore(base_url, timeout=timeout, client=client)
+    try:
+        ch = store._json("POST", "/v1/auth/challenge", json={"actor": actor_key.actor_id})
+        challenge = str(ch["challenge"])
+        sig = actor_key.signer.sign(AUTH_DOMAIN + challenge.encode("ascii"))
+        tok = store._json("POST", "/v1/auth/token", json={
+            "actor": actor_key.actor_id, "challenge": challenge,
+            "signature": base64.b64encode(sig).decode()})
+        return str(tok["access_token"]), _int(tok["expires_at"], "expiry")
+    finally:
+        store.close()
+
+
+class ActorLogin:
+    """A token source for one actor: logs in on first use and again before expiry."""
+
+    def __init__(self, base_url: str, actor_key: ActorKey, *, margin_s: float = 30.0,
+                 client: httpx.Client | None = None) -> None:
+        self.base_url = base_url
+        self.actor_key = actor_key
+        self.margin_ms = int(margin_s * 1000)
+        self.client = client
+        self._token: str | None = None
+        self._expires = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._token is None or time.time() * 1000 > self._expires - self.margin_ms:
+                self._token, self._expires = login(self.base_url, self.actor_key,
+                                                   client=self.client)
+            return self._token
