@@ -142,7 +142,7 @@ def open_store(home: Home, *, writable: bool = True, create: bool = False) -> Le
     if server:
         from ledger.store.remote import RemoteStore  # optional dependency (httpx)
 
-        return RemoteStore.for_home(home, server)  # type: ignore[no-any-return,attr-defined]
+        return RemoteStore.for_home(home, server)
     from ledger.store.sql import SqlStore
 
     signer = home.log_signer() if writable else None

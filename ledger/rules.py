@@ -101,7 +101,7 @@ def apply(view: StateView, signed: ev.SignedEvent, ctx: Context) -> Effects:
         raise _refuse(
             "role", f"actor {signer['id']} (roles: {', '.join(signer['roles'])}) may not "
             f"perform {event.kind}; it needs one of: {', '.join(sorted(_NEEDS_ROLE[event.kind]))}")
-    effects = handler(view, signer, event, payload, ctx)
+    effects: Effects = handler(view, signer, event, payload, ctx)
     if event.kind in _HEAD_MOVERS:
         effects.writes["art/" + payload.artefact if event.kind != ev.ARTEFACT_REGISTER
                        else "art/" + payload.id]["head"] = signed.event_id
@@ -257,7 +257,8 @@ def _artefact_register(view: StateView, signer: Record, e: ev.Event, p: pl.Artef
            "digests": p.digests, "size": p.size, "parents": p.parents,
            "custodian": signer["org"], "head": "", "open_transfer": None,
            "registered_at": ctx.index, "registered_by": signer["id"], "incidents": 0}
-    return Effects({f"art/{p.id}": rec}, [p.id, p.case, *p.parents, "sha256:" + p.digests["sha256"]],
+    refs = [p.id, p.case, *p.parents, "sha256:" + p.digests["sha256"]]
+    return Effects({f"art/{p.id}": rec}, refs,
                    {"artefact": p.id, "custodian": signer["org"]})
 
 

@@ -9,10 +9,10 @@ import typer
 
 from cli import context
 from cli.commands.setup import check_country, new_passphrase, slug
+from cli.options import As, Json
 from ledger import _sodium, keys
 from ledger.errors import InvalidInput
 from ledger.vocab import ROLES
-from cli.options import As, Json
 
 org_app = typer.Typer(help="Organisations: one agency in one jurisdiction.",
                       no_args_is_help=True)

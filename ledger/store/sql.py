@@ -158,7 +158,7 @@ class SqlStore:
         frontier = self._load_frontier(conn, size)
         view = _SqlView(conn)
         now = max(self.clock(), last_time)
-        outcomes: list[AppendResult | LedgerError] = []
+        outcomes: list[AppendResult | LedgerError | _Placeholder] = []
         rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
         ref_rows: list[dict[str, Any]] = []
@@ -193,7 +193,7 @@ class SqlStore:
             outcomes.append(_Placeholder(len(accepted) - 1))
         if not accepted:
             self._frontier = frontier
-            return outcomes
+            return [o for o in outcomes if not isinstance(o, _Placeholder)]
         new_size = size + len(accepted)
         note = self._checkpoint(frontier)
         conn.execute(t.entries.insert(), rows)
@@ -218,7 +218,7 @@ class SqlStore:
         used = view.get("nonce/" + signed.event.nonce)
         if used is None or used["event_id"] != signed.event_id:
             return None  # unused nonce, or a replay the rules will refuse
-        for index, entry, leaf_hash, effects in accepted:
+        for index, entry, _leaf_hash, _effects in accepted:
             if entry.signed.event_id == signed.event_id:
                 raise Conflict("duplicate-in-batch", f"event {signed.event_id} is twice "
                                f"in one batch (first at index {index})")
