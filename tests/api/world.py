@@ -78,6 +78,16 @@ class World:
     artefact: str = ""
     transfer: str = ""
     digests: Digests = field(default_factory=lambda: digests_of(EVIDENCE))
+    owns_client: bool = False
+
+    def __post_init__(self) -> None:
+        if self.client is None:  # a real server: one pooled client for the whole world
+            self.client = httpx.Client(base_url=self.base_url, timeout=60)
+            self.owns_client = True
+
+    def close(self) -> None:
+        if self.owns_client and self.client is not None:
+            self.client.close()
 
     def token(self, actor_id: str) -> str:
         if actor_id not in self.logins:
