@@ -210,3 +210,132 @@ def new_db_url(backend: str, tmp_path: Path,
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# ---- the pure rules without a database --------------------------------------------------
+
+
+class PureLedger:
+    """Drives :func:`ledger.rules.apply` over a :class:`MemoryState` (no store, no I/O).
+
+    ``submit`` signs and applies an event and commits its effects, as a store would;
+    a refused event raises and commits nothing.
+    """
+
+    def __init__(self, origin: str = LOG_NAME, skew_ms: int = 300_000, start: int = T0) -> None:
+        from ledger.rules import MemoryState
+
+        self.origin = origin
+        self.skew_ms = skew_ms
+        self.state = MemoryState()
+        self.index = 0
+        self.time = start
+        self.random = CountingRandom("pure:" + origin)
+
+    def sign(self, kind: str, actor: ActorKey, payload: dict[str, Any], *,
+             prev: str | None = None, claimed_time: int | None = None,
+             origin: str | None = None, nonce: str | None = None) -> Any:
+        from ledger import events as ev
+
+        body = ev.Event(kind=kind, origin=origin or self.origin,
+                        nonce=nonce or self.random(16).hex(),
+                        claimed_time=self.time if claimed_time is None else claimed_time,
+                        signer=actor.actor_id, key_id=actor.key_id, payload=payload, prev=prev)
+        return ev.sign_event(body, actor.signer)
+
+    def apply(self, signed: Any, ledger_time: int | None = None) -> Any:
+        from ledger.rules import Context, apply
+
+        effects = apply(self.state, signed, Context(self.index, ledger_time or self.time))
+        self.state.commit(effects)
+        self.index += 1
+        self.time += 1000
+        return effects
+
+    def submit(self, kind: str, actor: ActorKey, payload: dict[str, Any], **kw: Any) -> Any:
+        return self.apply(self.sign(kind, actor, payload, **kw))
+
+    def head(self, artefact: str) -> str:
+        rec = self.state.get("art/" + artefact)
+        assert rec is not None
+        return str(rec["head"])
+
+    # -- use-case shorthands --
+
+    def genesis(self, admin: ActorKey, org: str = "bka", jurisdiction: str = "DE",
+                roles: tuple[str, ...] = ("admin", "examiner", "custodian", "prosecutor"),
+                **kw: Any) -> Any:
+        from ledger import events as ev
+
+        payload = {"log_key": log_signer(self.origin).verifier_key, "skew_ms": self.skew_ms,
+                   "org": {"id": org, "name": org.upper(), "jurisdiction": jurisdiction},
+                   "actor": {"id": admin.actor_id, "org": org, "name": "Admin",
+                             "roles": list(roles), "public_key": b64(admin.signer.public_key)}}
+        return self.submit(ev.GENESIS, admin, payload, **kw)
+
+    def org(self, admin: ActorKey, org: str, jurisdiction: str) -> Any:
+        from ledger import events as ev
+
+        return self.submit(ev.ORG_REGISTER, admin,
+                           {"id": org, "name": org.upper(), "jurisdiction": jurisdiction})
+
+    def enrol(self, admin: ActorKey, actor: ActorKey, org: str, roles: list[str]) -> Any:
+        from ledger import events as ev
+
+        return self.submit(ev.ACTOR_ENROL, admin, {
+            "id": actor.actor_id, "org": org, "name": actor.actor_id, "roles": roles,
+            "public_key": b64(actor.signer.public_key)})
+
+    def case(self, admin: ActorKey, case: str, members: tuple[str, ...] = ()) -> None:
+        from ledger import events as ev
+
+        self.submit(ev.CASE_OPEN, admin, {"id": case, "title": ""})
+        for org in members:
+            self.submit(ev.CASE_ADD_MEMBER, admin, {"case": case, "org": org})
+
+    def legal_basis(self, actor: ActorKey, lb: str, issuing: str, executing: str, **kw: Any) -> Any:
+        from ledger import events as ev
+
+        payload = {"id": lb, "instrument": "mlat", "reference": "REF-" + lb,
+                   "issuing_state": issuing, "executing_state": executing,
+                   "valid_from": "2020-01-01", "valid_until": "2099-12-31", **kw}
+        return self.submit(ev.LEGAL_BASIS, actor, payload)
+
+    def register(self, actor: ActorKey, art: str, case: str, data: bytes = b"evidence",
+                 **kw: Any) -> Any:
+        from ledger import events as ev
+
+        d = digests_of(data)
+        return self.submit(ev.ARTEFACT_REGISTER, actor, {
+            "id": art, "case": case, "size": d.size, "digests": d.as_dict(), **kw})
+
+    def dispatch_payload(self, art: str, to_org: str, transfer: str,
+                         legal_basis: str | None = None, **kw: Any) -> dict[str, Any]:
+        return {"transfer": transfer, "artefact": art, "to_org": to_org, "purpose": "analysis",
+                "legal_basis": legal_basis, **kw}
+
+    def dispatch(self, actor: ActorKey, art: str, to_org: str, transfer: str,
+                 legal_basis: str | None = None, **kw: Any) -> Any:
+        from ledger import events as ev
+
+        return self.submit(ev.DISPATCH, actor,
+                           self.dispatch_payload(art, to_org, transfer, legal_basis, **kw),
+                           prev=self.head(art))
+
+    def receipt_payload(self, art: str, transfer: str, data: bytes = b"evidence",
+                        outcome: str = "accepted", reason: str = "") -> dict[str, Any]:
+        d = digests_of(data)
+        return {"transfer": transfer, "artefact": art, "outcome": outcome,
+                "recomputed": d.as_dict(), "reason": reason}
+
+    def receive(self, actor: ActorKey, art: str, transfer: str, **kw: Any) -> Any:
+        from ledger import events as ev
+
+        return self.submit(ev.RECEIPT, actor, self.receipt_payload(art, transfer, **kw),
+                           prev=self.head(art))
+
+
+def b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode()
