@@ -41,9 +41,14 @@ ROLES = {
     "exam-us": ("fbi", ["examiner", "custodian"]),
     "court-us": ("fbi", ["court"]),
     "aud": ("ops", ["auditor"]),
+    "aud-nl": ("nfi", ["auditor"]),
+    "aud-us": ("fbi", ["auditor"]),
+    "victim-bka": ("bka", ["examiner"]),
+    "victim-nfi": ("nfi", ["examiner"]),
+    "victim-fbi": ("fbi", ["examiner"]),
 }
 ORGS = {"bka": ("BKA", "DE"), "nfi": ("NFI", "NL"), "fbi": ("FBI", "US"),
-        "ops": ("Ledger operations", "DE")}
+        "ops": ("Ledger operations", "DE"), "spare": ("Spare agency", "FR")}
 
 
 def now_ms() -> int:
@@ -130,6 +135,21 @@ def build(world: World) -> World:
     world.custody("exam-de").register(key("exam-de"), case="CASE-1", digests=world.digests,
                                       kind="disk-image", exhibit="E-1", artefact_id="art-1")
     world.artefact = "art-1"
+    return world
+
+
+def build_more(world: World) -> World:
+    """Also: ``art-2`` with an open dispatch ``tr-1`` to nfi, and art-1's bytes stored."""
+    exam = world.custody("exam-de")
+    other = digests_of(EVIDENCE + b"2")
+    exam.register(key("exam-de"), case="CASE-1", digests=other, artefact_id="art-2")
+    d = exam.dispatch(key("exam-de"), artefact="art-2", to_org="nfi", purpose="analysis",
+                      legal_basis="lb-1")
+    world.transfer = d.result["transfer"]
+    assert world.client is not None
+    resp = world.client.put(f"/v1/evidence/{world.digests.sha256}", content=EVIDENCE,
+                            headers=world.headers("exam-de"))
+    assert resp.status_code == 201, resp.text
     return world
 
 
