@@ -1,0 +1,131 @@
+"""Feed the pure :func:`ledger.audit.audit` straight from the SQL tables.
+
+Rows are read raw with SQLAlchemy Core, never through ``head.size`` or the store's
+caches, so a deleted, truncated or reordered row is what the audit sees. Everything is
+read inside ONE read transaction, so the entries, checkpoints, Merkle nodes and state
+come from the same snapshot even while writers keep appending:
+
+* SQLite: a second engine on the same file whose transactions start with a plain
+  (deferred) ``BEGIN``; in WAL mode that is a snapshot that never blocks writers. (The
+  store's own engine starts every transaction with ``BEGIN IMMEDIATE``, which would
+  stall writers for the whole audit.)
+* PostgreSQL: a ``REPEATABLE READ`` read-only transaction.
+
+Entries and nodes are read in keyset pages, so memory stays that of the audit itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ledger.audit import AuditReport, NodeRow, Progress, audit
+from ledger.store import schema as t
+from ledger.store.base import StoredEntry
+from ledger.store.sql import SqlStore
+
+PAGE = 2000
+
+
+def _entries(conn: Connection) -> Iterator[StoredEntry]:
+    nxt = -1
+    while True:
+        rows = conn.execute(
+            sa.select(t.entries.c.idx, t.entries.c.leaf, t.entries.c.leaf_hash,
+                      t.entries.c.ledger_time)
+            .where(t.entries.c.idx > nxt).order_by(t.entries.c.idx).limit(PAGE)).all()
+        if not rows:
+            return
+        for idx, leaf, leaf_hash, ledger_time in rows:
+            yield StoredEntry(int(idx), bytes(leaf), bytes(leaf_hash), int(ledger_time))
+        nxt = rows[-1][0]
+
+
+def _checkpoints(conn: Connection) -> Iterator[tuple[int, str]]:
+    nxt = -1
+    while True:
+        rows = conn.execute(
+            sa.select(t.checkpoints.c.size, t.checkpoints.c.note)
+            .where(t.checkpoints.c.size > nxt).order_by(t.checkpoints.c.size).limit(PAGE)).all()
+        if not rows:
+            return
+        for size, note in rows:
+            yield int(size), str(note)
+        nxt = rows[-1][0]
+
+
+def _nodes(conn: Connection) -> Callable[[], Iterator[NodeRow]]:
+    def read() -> Iterator[NodeRow]:
+        last = (-1, -1)
+        while True:
+            rows = conn.execute(
+                sa.select(t.nodes.c.level, t.nodes.c.idx, t.nodes.c.hash)
+                .where(sa.or_(t.nodes.c.level > last[0],
+                              sa.and_(t.nodes.c.level == last[0], t.nodes.c.idx > last[1])))
+                .order_by(t.nodes.c.level, t.nodes.c.idx).limit(PAGE)).all()
+            if not rows:
+                return
+            for level, idx, value in rows:
+                yield int(level), int(idx), bytes(value)
+            last = (int(rows[-1][0]), int(rows[-1][1]))
+
+    return read
+
+
+def _state(conn: Connection) -> Iterator[tuple[str, object]]:
+    nxt: str | None = None
+    while True:
+        q = sa.select(t.state.c.key, t.state.c.value).order_by(t.state.c.key).limit(PAGE)
+        if nxt is not None:
+            q = q.where(t.state.c.key > nxt)
+        rows = conn.execute(q).all()
+        if not rows:
+            return
+        for key, value in rows:
+            yield str(key), str(value)  # JSON text: the audit canonicalises and compares
+        nxt = str(rows[-1][0])
+
+
+def _snapshot_engine(store: SqlStore) -> tuple[Engine, bool]:
+    """An engine whose transactions are consistent snapshots; True if we own it."""
+    engine = store.engine
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine, False
+    reader = sa.create_engine(engine.url, connect_args={"timeout": 30,
+                                                        "check_same_thread": False})
+
+    @sa.event.listens_for(reader, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+
+    @sa.event.listens_for(reader, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")  # deferred: a WAL read snapshot
+
+    return reader, True
+
+
+def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
+                progress: Progress | None = None) -> AuditReport:
+    """Audit the ledger in ``store`` (steps 1-9 of :mod:`ledger.audit`), all checks on.
+
+    The log key is the one recorded in the genesis entry; if the store was opened with
+    a log key, that key must match it.
+    """
+    engine, owned = _snapshot_engine(store)
+    given = store.signer.verifier_key if store.signer is not None else None
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ",
+                                              postgresql_readonly=True)
+            with conn.begin():
+                return audit(_entries(conn), _checkpoints(conn), log_verifier_key=given,
+                             stored_nodes=_nodes(conn), state=_state(conn),
+                             trusted_checkpoint=trusted_checkpoint, progress=progress)
+    finally:
+        if owned:
+            engine.dispose()

@@ -1,0 +1,1 @@
+"""Shared test helpers (fixture builders) for the Custody Ledger test suites."""
