@@ -9,6 +9,11 @@ from typing import Annotated
 import click
 import typer
 
+try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
+    from typer._click import exceptions as _tclick
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as _tclick
+
 from cli import context
 from cli.commands import cases, custody, demo, identity, log, setup
 from cli.errors import EXIT_CODES_HELP, INVALID, exit_code
@@ -67,12 +72,12 @@ def run(argv: list[str] | None = None) -> int:
     except LedgerError as exc:
         context.err_console.print(f"custody: {exc}", highlight=False, markup=False)
         return exit_code(exc)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         context.err_console.print("custody: aborted", highlight=False)
         return INVALID
-    except click.ClickException as exc:
+    except (click.ClickException, _tclick.ClickException) as exc:
         exc.show()
         return INVALID
     except FileNotFoundError as exc:

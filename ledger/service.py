@@ -92,6 +92,7 @@ class Custody:
 
     def enrol(self, actor: ActorKey, *, actor_id: str, org: str, name: str, roles: list[str],
               public_key: bytes) -> AppendResult:
+        self.record("org/" + org, "organisation")
         return self.submit(ev.ACTOR_ENROL, actor, {
             "id": actor_id, "org": org, "name": name, "roles": roles,
             "public_key": base64.b64encode(public_key).decode()})
@@ -105,6 +106,8 @@ class Custody:
         return self.submit(ev.CASE_OPEN, actor, {"id": ref, "title": title})
 
     def add_member(self, actor: ActorKey, case: str, org: str) -> AppendResult:
+        self.record("case/" + case, "case")
+        self.record("org/" + org, "organisation")
         return self.submit(ev.CASE_ADD_MEMBER, actor, {"case": case, "org": org})
 
     def add_legal_basis(self, actor: ActorKey, *, instrument: str, reference: str,
@@ -114,6 +117,8 @@ class Custody:
                         issuing_authority: str = "", executing_authority: str = "",
                         document_sha256: str | None = None,
                         basis_id: str | None = None) -> AppendResult:
+        if case is not None:
+            self.record("case/" + case, "case")
         today = dt.datetime.fromtimestamp(self.clock() / 1000, tz=dt.UTC).date().isoformat()
         payload: dict[str, Any] = {
             "id": basis_id or self.new_id("lb"), "instrument": instrument,
@@ -130,6 +135,7 @@ class Custody:
                  exhibit: str = "", description: str = "", parents: list[str] | None = None,
                  acquisition: Mapping[str, str] | None = None,
                  artefact_id: str | None = None) -> AppendResult:
+        self.record("case/" + case, "case")
         payload: dict[str, Any] = {
             "id": artefact_id or self.new_id("art"), "case": case, "exhibit": exhibit,
             "type": kind, "description": description, "size": digests.size,
@@ -144,6 +150,7 @@ class Custody:
                  seals: list[str] | None = None,
                  transfer_id: str | None = None) -> AppendResult:
         art = self.record("art/" + artefact, "artefact")
+        self.record("org/" + to_org, "organisation")
         payload: dict[str, Any] = {
             "transfer": transfer_id or self.new_id("tr"), "artefact": artefact, "to_org": to_org,
             "to_actor": to_actor, "purpose": purpose, "legal_basis": legal_basis,

@@ -80,9 +80,13 @@ def actor_enrol(
     seed = os.urandom(32)
     public_key = _sodium.public_key_from_seed(seed)
     passphrase = new_passphrase(no_passphrase, f"actor {aid}")
-    receipt = c.custody().enrol(admin, actor_id=aid, org=org, name=name, roles=roles,
-                                public_key=public_key)
     keys.write_key(path, aid, seed, passphrase)
+    try:
+        receipt = c.custody().enrol(admin, actor_id=aid, org=org, name=name, roles=roles,
+                                    public_key=public_key)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     context.done(ctx, json_, receipt, {"actor": aid, "org": org, "roles": roles,
                                        "key_file": str(path)},
                  f"Enrolled {aid} ({', '.join(roles)}) of {org}; key in {path}")

@@ -32,6 +32,10 @@ def new_passphrase(no_passphrase: bool, what: str) -> bytes | None:
         return None
     env = passphrase_from_env()
     if env is not None:
+        if not env:
+            raise InvalidInput("CUSTODY_PASSPHRASE is set but empty (an empty passphrase is not "
+                               "allowed); set a passphrase or pass "
+                               "--no-passphrase")
         return env
     if not os.isatty(0):
         raise InvalidInput("keys are encrypted with a passphrase: set CUSTODY_PASSPHRASE, "
@@ -39,6 +43,8 @@ def new_passphrase(no_passphrase: bool, what: str) -> bytes | None:
     first = typer.prompt(f"New passphrase for {what}", hide_input=True)
     if typer.prompt("Repeat the passphrase", hide_input=True) != first:
         raise InvalidInput("the two passphrases differ")
+    if not first:
+        raise InvalidInput("an empty passphrase is not allowed; use --no-passphrase")
     return str(first).encode()
 
 

@@ -76,36 +76,29 @@ def test_unknown_transfer(world: World) -> None:
             world.evidence, "--as", "nl-custodian")
 
 
-_BUG_UNKNOWN_ID = pytest.mark.xfail(strict=True, reason=(
-    "bug: unknown case/organisation ids are refused by the rules (RuleViolation "
-    "'unknown-case'/'unknown-org', exit 3) instead of NotFound (exit 4); "
-    "ledger/service.py should look the record up first (self.record(...)) as it does "
-    "for artefacts and transfers"))
-
-
 @pytest.mark.parametrize(("phrase", "args"), [
     pytest.param("unknown case 'NOPE'", ["register", "{evidence}", "--case", "NOPE",
                                          "--as", "de-examiner"],
-                 marks=_BUG_UNKNOWN_ID, id="register-case"),
+                 id="register-case"),
     pytest.param("unknown case 'NOPE'", ["case", "add-member", "NOPE", "--org", "nfi",
                                          "--as", "de-prosecutor"],
-                 marks=_BUG_UNKNOWN_ID, id="add-member-case"),
+                 id="add-member-case"),
     pytest.param("unknown case 'NOPE'", ["legal-basis", "add", "--instrument", "mlat",
                                          "--reference", "R", "--issuing-state", "NL",
                                          "--executing-state", "DE", "--valid-until",
                                          "2999-01-01", "--case", "NOPE",
                                          "--as", "de-prosecutor"],
-                 marks=_BUG_UNKNOWN_ID, id="legal-basis-case"),
+                 id="legal-basis-case"),
     pytest.param("unknown organisation 'nope'", ["case", "add-member", CASE, "--org", "nope",
                                                  "--as", "de-prosecutor"],
-                 marks=_BUG_UNKNOWN_ID, id="add-member-org"),
+                 id="add-member-org"),
     pytest.param("unknown organisation 'nope'", ["actor", "enrol", "--org", "nope", "--name",
                                                  "X", "--role", "examiner", "--no-passphrase",
                                                  "--as", "bka-admin"],
-                 marks=_BUG_UNKNOWN_ID, id="enrol-org"),
+                 id="enrol-org"),
     pytest.param("unknown organisation 'nope'", ["transfer", "{art}", "--to", "nope",
                                                  "--purpose", "x", "--as", "de-custodian"],
-                 marks=_BUG_UNKNOWN_ID, id="transfer-org"),
+                 id="transfer-org"),
 ])
 def test_unknown_case_or_org_is_not_found(world: World, phrase: str, args: list[str]) -> None:
     args = [a.format(evidence=world.evidence, art=world.art) for a in args]
@@ -359,13 +352,6 @@ def test_json_errors_go_to_stderr(world: World, where: str) -> None:
 # ---- usage errors -----------------------------------------------------------------------
 
 
-_BUG_USAGE = pytest.mark.xfail(strict=True, reason=(
-    "bug: the installed typer (0.29) vendors click as typer._click, so cli/main.py's `except "
-    "click.ClickException` / `click.exceptions.Abort` never match; usage errors escape run() "
-    "as a traceback (exit 1) instead of exit 2"))
-
-
-@_BUG_USAGE
 @pytest.mark.parametrize("args", [
     ["transfer", "art-x", "--to", "nfi"],          # missing --purpose
     ["no-such-command"],

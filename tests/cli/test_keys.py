@@ -66,10 +66,6 @@ def test_no_passphrase_and_no_terminal(world: World, monkeypatch: pytest.MonkeyP
     assert world.size() == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: cli/commands/identity.py actor_enrol appends the enrolment BEFORE "
-    "keys.write_key, which refuses an empty CUSTODY_PASSPHRASE: exit 2 but the actor is on "
-    "the ledger without a key file (validate the passphrase / write the key first)"))
 def test_empty_passphrase_is_refused_before_anything_is_written(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUSTODY_PASSPHRASE", "")
