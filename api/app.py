@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.auth import Authenticator, Clock, now_ms
 from api.committer import GroupCommitter
+from api.deps import strict_query
 from api.evidence_store import EvidenceStore
 from api.limits import STREAMED, BodyLimit
 from api.routes import artefacts, auth, events, log, objects
@@ -100,6 +101,7 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
                 runtime.store.close()
 
     app = FastAPI(title="Custody Ledger API", version=API_VERSION, lifespan=lifespan,
+                  dependencies=[Depends(strict_query)],
                   description="Chain of custody for cross-border digital evidence: signed "
                   "events, Merkle proofs, jurisdiction-aware authorisation. Errors are RFC "
                   "9457 application/problem+json.")

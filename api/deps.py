@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import active_actor
 from api.policy import Caller
 from api.runtime import Runtime
-from ledger.errors import Unauthenticated
+from ledger.errors import InvalidInput, Unauthenticated
 from ledger.store.base import LedgerStore
 
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /v1/auth/token")
@@ -42,3 +43,17 @@ def current_actor(runtime: RuntimeDep,
 
 
 CallerDep = Annotated[Caller, Depends(current_actor)]
+
+
+def strict_query(request: Request) -> None:
+    """Refuse query parameters the operation does not declare (strict requests, T8)."""
+    if not request.query_params:
+        return
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    allowed = {f.alias for f in get_flat_params(dependant)
+               if isinstance(f.field_info, params.Query)}
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise InvalidInput("unknown query parameter(s): " + ", ".join(unknown[:5])[:200])

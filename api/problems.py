@@ -102,6 +102,8 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type
+    if exc.status_code == 400:  # e.g. a body that is not JSON: invalid input like any other
+        return problem_response(e.InvalidInput(f"malformed request: {exc.detail}"))
     # Only the framework raises these (unknown route, wrong method): map them too.
     code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     body = {"type": PROBLEM_BASE + code, "title": str(exc.detail), "status": exc.status_code,
