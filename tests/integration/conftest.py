@@ -156,7 +156,8 @@ def world(backend: str, db_url: str, clock: FakeClock,
     if backend == "sqlite":
         tpl: World = request.getfixturevalue("sqlite_world_template")
         src, dst = sa.make_url(tpl.url).database, sa.make_url(db_url).database
-        assert src and dst
+        assert src
+        assert dst
         for suffix in ("", "-wal"):
             if os.path.exists(src + suffix):
                 shutil.copyfile(src + suffix, dst + suffix)

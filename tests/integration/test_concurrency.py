@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -87,7 +86,8 @@ def test_sixteen_racing_dispatches_exactly_one_wins(world: World, separate_store
         assert exc.rule in {"stale-head", "open-dispatch"}
     assert world.store.size() == before + 1
     (win,) = winners
-    assert win.index == before and not win.duplicate
+    assert win.index == before
+    assert not win.duplicate
     art = world.store.state("art/" + world.art)
     assert art is not None
     assert art["open_transfer"] == win.result["transfer"]
@@ -99,7 +99,8 @@ def test_sixteen_racing_dispatches_exactly_one_wins(world: World, separate_store
     assert chain[-1].index == win.index
     # The checkpoint returned to the winner covers exactly the new log.
     cp = verify_checkpoint(win.checkpoint, world.log.verifier_key)
-    assert cp.size == before + 1 and cp.root == world.store.root(cp.size)
+    assert cp.size == before + 1
+    assert cp.root == world.store.root(cp.size)
 
 
 # ---- two OS processes on one SQLite file --------------------------------------------------------
@@ -156,3 +157,28 @@ def _audit(world: World, expected_size: int) -> None:
     assert merkle.root(hashes) == cp.root
 
 
+
+
+def test_sqlite_reader_is_not_blocked_by_a_writer(tmp_path: Path) -> None:
+    """Found by this suite: every SQLite transaction, reads included, used to start with
+    BEGIN IMMEDIATE, so readers waited for the writer lock (WAL snapshots unused)."""
+    import sqlite3
+
+    world = build_world(f"sqlite:///{tmp_path / 'ledger.db'}")
+    writer = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # another process is mid-append
+        done = threading.Event()
+        result: list[int] = []
+
+        def read() -> None:
+            result.append(world.store.size())
+            done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert done.wait(2.0), "a reader waited for the writer's lock"
+        assert result == [WORLD_SIZE]
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        world.close()

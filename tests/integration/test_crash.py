@@ -95,7 +95,8 @@ def _run_trial(url: str, label: str, start_ms: int, batchy: bool, delay: float) 
     while chunk := os.read(read_fd, 65536):  # acknowledgements written before the kill
         data += chunk
     os.close(read_fd)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert os.WIFSIGNALED(status), status
+    assert os.WTERMSIG(status) == signal.SIGKILL, status
     text = data.decode()
     lines = text.split("\n")
     # A kill can split the very last line; only complete lines were acknowledged.

@@ -257,10 +257,6 @@ def test_deep_json_is_refused() -> None:
         parse('{"a":' * 40 + "1" + "}" * 40)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG ledger/canonical.py parse/_check_depth: the top-level value is depth 0, so "
-    "MAX_DEPTH + 1 nesting levels are accepted although the docstring says documents "
-    "'nested deeper than MAX_DEPTH levels' are refused (off by one)"))
 def test_depth_limit_is_exactly_max_depth() -> None:
     with pytest.raises(InvalidInput):
         parse("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
