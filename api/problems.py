@@ -94,7 +94,7 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
     errors = [{"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
               for err in exc.errors()[:20]]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-    where = ".".join(first["loc"]) or "request"  # type: ignore[arg-type]
+    where = ".".join(first["loc"]) or "request"
     status, body, headers = problem_body(e.InvalidInput(f"{where}: {first['msg']}"))
     body["errors"] = errors
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.from_thread
@@ -54,7 +54,7 @@ ACCESS_HEADER = "X-Custody-Access-Event"
 AccessHeader = Annotated[str, Header(alias=ACCESS_HEADER, min_length=1, max_length=16384,
                                      description="base64url(JSON of a signed access.record "
                                      "event by the caller for this artefact)")]
-UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
@@ -146,7 +146,7 @@ def list_artefacts(store: StoreDep, caller: CallerDep,
         keys = [("art/" + i, store.state("art/" + i)) for i in ids]
     else:
         keys = list(store.state_items("art/"))
-    v, items = view(store), []
+    v, items = view(store), []  # type: ignore[var-annotated]
     for key, record in keys:
         if record is None or key[4:] <= after or not can_see_artefact(v, caller, record):
             continue
@@ -256,7 +256,8 @@ def verdict_for(store: LedgerStore, caller: Caller, sha256: str,
     if record is None:
         return Verdict(verdict="not-registered", sha256=sha256, artefact=None, checkpoint=note,
                        tree_size=size, timeline=[])
-    verdict = "authentic" if record["digests"]["sha256"] == sha256 else "mismatch"
+    verdict: Literal["authentic", "mismatch"] = (
+        "authentic" if record["digests"]["sha256"] == sha256 else "mismatch")
     entries, _ = history_entries(store, caller, record["id"], -1, 1000)
     cache: dict[str, dict[str, Any] | None] = {}
     steps = [ProvenStep(step=timeline_step(store, e, cache),

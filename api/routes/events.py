@@ -4,7 +4,7 @@ signed events, find an event, read world state and refs (all authorised per obje
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -30,12 +30,13 @@ from api.writes import admit, parse_signed, view, write
 from ledger.canonical import canonical
 from ledger.errors import LedgerError, NotFound
 from ledger.events import Entry
+from ledger.store.base import AppendResult
 
 router = APIRouter(tags=["events"])
 KeyPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 RefPath = Annotated[str, Path(min_length=1, max_length=80, pattern=r"^[\x21-\x7e]+$")]
 
-APPENDED = {200: {"model": AppendReceipt,
+APPENDED: dict[int | str, dict[str, Any]] = {200: {"model": AppendReceipt,
                   "description": "the same signed event was already on the log (idempotent)"}}
 
 
@@ -55,7 +56,7 @@ async def append_event(body: SignedEventBody, request: Request, runtime: Runtime
 async def append_events(body: BatchBody, runtime: RuntimeDep, caller: CallerDep) -> BatchResult:
     """Append several signed events (``LedgerStore.append_many``); each is accepted or
     refused on its own, with a status and a receipt or a problem."""
-    futures: list[asyncio.Future[object] | LedgerError] = []
+    futures: list[asyncio.Future[AppendResult] | LedgerError] = []
     for item in body.events:
         try:
             signed = parse_signed(canonical(item.model_dump()))
@@ -73,7 +74,7 @@ async def append_events(body: BatchBody, runtime: RuntimeDep, caller: CallerDep)
             status, problem, _ = problem_body(exc)
             outcomes.append(BatchOutcome(status=status, problem=problem))
             continue
-        data = result.to_json()  # type: ignore[attr-defined]
+        data = result.to_json()
         outcomes.append(BatchOutcome(status=200 if data["duplicate"] else 201,
                                      receipt=AppendReceipt(**data)))
     return BatchResult(outcomes=outcomes)

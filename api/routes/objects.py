@@ -6,7 +6,7 @@ Every write is a client-signed event of the endpoint's kind (same body as
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -22,7 +22,8 @@ from ledger.errors import NotFound, VerificationError
 from ledger.store.base import LedgerStore
 
 router = APIRouter()
-W = {"status_code": 201, "response_model": AppendReceipt, "responses": {**APPENDED, **WRITE}}
+W: dict[str, Any] = {"status_code": 201, "response_model": AppendReceipt,
+                     "responses": {**APPENDED, **WRITE}}
 After = Annotated[str, Query(max_length=64)]
 
 
@@ -36,7 +37,7 @@ def get_object(store: LedgerStore, caller: Caller, prefix: str, what: str,
 
 def list_objects(store: LedgerStore, caller: Caller, prefix: str, after: str,
                  limit: int) -> ObjectList:
-    v, items = view(store), []
+    v, items = view(store), []  # type: ignore[var-annotated]
     for key, value in store.state_items(prefix):
         object_id = key[len(prefix):]
         if object_id <= after or not can_see_state(v, caller, key, value):
