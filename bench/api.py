@@ -224,7 +224,7 @@ def hello_world(directory: Path, n: int) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    writes, reads, hello_n = (600, 300, 1000) if quick else (6000, 3000, 6000)
+    writes, reads, hello_n = (300, 100, 500) if quick else (6000, 3000, 6000)
     with tempfile.TemporaryDirectory(prefix="custody-bench-api-") as tmp:
         base = Path(tmp)
         (base / "inproc").mkdir()
