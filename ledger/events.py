@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
 from ledger import _sodium
@@ -84,7 +85,7 @@ def _check_time(value: object, what: str) -> int:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
     """An unsigned event body. ``payload`` is kept as the exact JSON dict that is signed."""
 
@@ -106,6 +107,11 @@ class Event:
         }
 
     def signing_bytes(self) -> bytes:
+        return self._signing_bytes
+
+    @cached_property
+    def _signing_bytes(self) -> bytes:
+        # Frozen: the encoding never changes, so compute it once (audit hot path).
         return EVENT_DOMAIN + canonical(self.to_json())
 
     @classmethod
@@ -140,7 +146,7 @@ class Event:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SignedEvent:
     event: Event
     signature: bytes
@@ -150,11 +156,15 @@ class SignedEvent:
                 "sig": base64.b64encode(self.signature).decode("ascii")}
 
     def canonical_bytes(self) -> bytes:
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> bytes:
         return canonical(self.to_json())
 
-    @property
+    @cached_property
     def event_id(self) -> str:
-        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+        return hashlib.sha256(self._canonical).hexdigest()
 
     @classmethod
     def from_json(cls, obj: object) -> SignedEvent:

@@ -105,7 +105,9 @@ def apply(view: StateView, signed: ev.SignedEvent, ctx: Context) -> Effects:
     if event.kind in _HEAD_MOVERS:
         effects.writes["art/" + payload.artefact if event.kind != ev.ARTEFACT_REGISTER
                        else "art/" + payload.id]["head"] = signed.event_id
-    effects.writes[nonce_key] = {"event_id": signed.event_id, "index": ctx.index}
+    # The result is kept with the nonce so an idempotent retry can return it.
+    effects.writes[nonce_key] = {"event_id": signed.event_id, "index": ctx.index,
+                                 "result": effects.result}
     effects.refs.append(signer["id"])
     return effects
 
@@ -145,6 +147,9 @@ def _genesis(view: StateView, signed: ev.SignedEvent, p: pl.Genesis, ctx: Contex
         raise _refuse("genesis", "the genesis event must be signed by an admin of its own org")
     if event.prev is not None:
         raise _refuse("prev", "the genesis event must not carry 'prev'")
+    if abs(event.claimed_time - ctx.ledger_time) > p.skew_ms:
+        raise _refuse("clock-skew", "the genesis event's claimed time is outside the skew "
+                      "window; check the signer's clock")
     try:
         ev.verify_event(signed, base64.b64decode(p.actor.public_key))
     except InvalidSignature as exc:
@@ -153,10 +158,13 @@ def _genesis(view: StateView, signed: ev.SignedEvent, p: pl.Genesis, ctx: Contex
     actor = _actor_record(p.actor, ctx)
     ledger = {"origin": event.origin, "log_key": p.log_key, "skew_ms": p.skew_ms,
               "genesis": signed.event_id}
+    result = {"origin": event.origin}
     return Effects(
         writes={"ledger": ledger, f"org/{p.org.id}": org, f"actor/{p.actor.id}": actor,
-                "nonce/" + event.nonce: {"event_id": signed.event_id, "index": ctx.index}},
-        refs=[p.org.id, p.actor.id], result={"origin": event.origin})
+                f"orgadmin/{p.org.id}": {"actor": p.actor.id},
+                "nonce/" + event.nonce: {"event_id": signed.event_id, "index": ctx.index,
+                                         "result": result}},
+        refs=[p.org.id, p.actor.id], result=result)
 
 
 def _actor_record(a: pl.ActorInfo, ctx: Context) -> Record:

@@ -5,10 +5,8 @@ caches, so a deleted, truncated or reordered row is what the audit sees. Everyth
 read inside ONE read transaction, so the entries, checkpoints, Merkle nodes and state
 come from the same snapshot even while writers keep appending:
 
-* SQLite: a second engine on the same file whose transactions start with a plain
-  (deferred) ``BEGIN``; in WAL mode that is a snapshot that never blocks writers. (The
-  store's own engine starts every transaction with ``BEGIN IMMEDIATE``, which would
-  stall writers for the whole audit.)
+* SQLite: the store's reader engine, whose transactions start with a plain (deferred)
+  ``BEGIN``; in WAL mode that is a snapshot that never blocks writers.
 * PostgreSQL: a ``REPEATABLE READ`` read-only transaction.
 
 Entries and nodes are read in keyset pages, so memory stays that of the audit itself.
@@ -17,10 +15,9 @@ Entries and nodes are read in keyset pages, so memory stays that of the audit it
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from ledger.audit import AuditReport, NodeRow, Progress, audit
 from ledger.store import schema as t
@@ -89,25 +86,6 @@ def _state(conn: Connection) -> Iterator[tuple[str, object]]:
         nxt = str(rows[-1][0])
 
 
-def _snapshot_engine(store: SqlStore) -> tuple[Engine, bool]:
-    """An engine whose transactions are consistent snapshots; True if we own it."""
-    engine = store.engine
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
-        return engine, False
-    reader = sa.create_engine(engine.url, connect_args={"timeout": 30,
-                                                        "check_same_thread": False})
-
-    @sa.event.listens_for(reader, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-
-    @sa.event.listens_for(reader, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")  # deferred: a WAL read snapshot
-
-    return reader, True
-
-
 def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
                 progress: Progress | None = None) -> AuditReport:
     """Audit the ledger in ``store`` (steps 1-9 of :mod:`ledger.audit`), all checks on.
@@ -115,17 +93,12 @@ def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
     The log key is the one recorded in the genesis entry; if the store was opened with
     a log key, that key must match it.
     """
-    engine, owned = _snapshot_engine(store)
     given = store.signer.verifier_key if store.signer is not None else None
-    try:
-        with engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ",
-                                              postgresql_readonly=True)
-            with conn.begin():
-                return audit(_entries(conn), _checkpoints(conn), log_verifier_key=given,
-                             stored_nodes=_nodes(conn), state=_state(conn),
-                             trusted_checkpoint=trusted_checkpoint, progress=progress)
-    finally:
-        if owned:
-            engine.dispose()
+    with store.reader.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ",
+                                          postgresql_readonly=True)
+        with conn.begin():
+            return audit(_entries(conn), _checkpoints(conn), log_verifier_key=given,
+                         stored_nodes=_nodes(conn), state=_state(conn),
+                         trusted_checkpoint=trusted_checkpoint, progress=progress)

@@ -443,14 +443,9 @@ def test_second_genesis_is_refused(world: World) -> None:
     assert info.value.rule == "genesis"
 
 
-# ---- known defects (xfail strict: they flip to failures once fixed) ---------------------------
+# ---- regressions found by this suite -------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG ledger/store/sql.py SqlStore._duplicate returns result={} instead of the original "
-    "result, so a client retrying a lost dispatch response cannot learn its transfer id "
-    "(base.py: 'returns the original result'). Fix: keep effects.result in the nonce "
-    "record (rules.apply) and return it from _duplicate"))
 def test_duplicate_returns_the_original_result(world: World) -> None:
     signed = world.dispatch_event()
     first = world.store.append(signed)
@@ -481,9 +476,5 @@ def test_proof_node_query_uses_the_primary_key(world: World, backend: str) -> No
         for statement, params in seen:
             plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
             details = " | ".join(str(row[-1]) for row in plan)
-            if "SCAN merkle_nodes" in details:
-                pytest.xfail(
-                    "BUG ledger/store/sql.py SqlStore._nodes: the row-value "
-                    "'(level, idx) IN (VALUES ...)' is a full SCAN of merkle_nodes on SQLite, "
-                    "so proofs and cold frontier loads are O(n); fix: OR of "
-                    "'(level = ? AND idx = ?)' terms or per-level 'idx IN (...)'")
+            assert "SCAN merkle_nodes" not in details, (
+                f"a proof scans merkle_nodes instead of using its key: {details}")
