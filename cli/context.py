@@ -34,22 +34,33 @@ class Ctx:
                 self.home.config["server"] = self.server
         return self.home
 
+    #: The acting actor (``--as``); in server mode reads authenticate as this actor.
+    acting: str | None = None
+
     def store(self) -> LedgerStore:
         if self._store is None:
-            self._store = open_store(self.loaded())
+            self._store = open_store(self.loaded(), actor_id=self.acting)
         return self._store
 
     def reader(self) -> LedgerStore:
         """A store for reading only: no log key (and so no passphrase) is needed."""
         if self._store is None:
-            self._store = open_store(self.loaded(), writable=False)
+            self._store = open_store(self.loaded(), writable=False, actor_id=self.acting)
         return self._store
 
     def custody(self) -> Custody:
         return custody(self.loaded(), self.store())
 
+    def reading_as(self, actor_id: str | None) -> Ctx:
+        """Read as this actor (server mode authenticates reads with its key)."""
+        if actor_id is not None:
+            self.acting = actor_id
+        return self
+
     def actor(self, actor_id: str | None) -> ActorKey:
-        return self.loaded().actor(actor_id)
+        key = self.loaded().actor(actor_id)
+        self.acting = key.actor_id
+        return key
 
     def remember(self, note: str) -> None:
         if not self.home.config.get("server") or self.home.path.exists():
@@ -109,9 +120,10 @@ def done(ctx: Any, json_: bool, receipt: AppendResult, fields: dict[str, Any],
         console.print(f"{message} [dim](log index {receipt.index})[/]")
 
 
-def listing(ctx: Any, json_: bool, prefix: str, columns: list[str]) -> None:
+def listing(ctx: Any, json_: bool, prefix: str, columns: list[str],
+            as_: str | None = None) -> None:
     """List state records under ``prefix`` as JSON lines or a table."""
-    records = [rec for _key, rec in get(ctx).reader().state_items(prefix)]
+    records = [rec for _key, rec in get(ctx).reading_as(as_).reader().state_items(prefix)]
     if want_json(ctx, json_):
         for rec in records:
             emit_json(rec)

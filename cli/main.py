@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as _tclick
 
 from cli import context
-from cli.commands import cases, custody, demo, identity, log, setup
+from cli.commands import cases, custody, demo, identity, log, server, setup
 from cli.errors import EXIT_CODES_HELP, INVALID, exit_code
 from ledger.errors import LedgerError
 from ledger.home import Home
@@ -56,6 +56,8 @@ app.command()(custody.verify)
 app.command()(custody.status)
 app.command()(log.audit)
 app.command()(demo.demo)
+app.command()(server.serve)
+app.command()(server.join)
 app.add_typer(identity.org_app, name="org")
 app.add_typer(identity.actor_app, name="actor")
 app.add_typer(cases.case_app, name="case")

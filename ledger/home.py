@@ -136,13 +136,15 @@ class Home:
         return path.read_text() if path.exists() else None
 
 
-def open_store(home: Home, *, writable: bool = True, create: bool = False) -> LedgerStore:
-    """The store this home points at: the local SQL ledger, or a server."""
+def open_store(home: Home, *, writable: bool = True, create: bool = False,
+               actor_id: str | None = None) -> LedgerStore:
+    """The store this home points at: the local SQL ledger, or a server (reads then
+    authenticate as ``actor_id``, default the home's default actor)."""
     server = home.config.get("server")
     if server:
         from ledger.store.remote import RemoteStore  # optional dependency (httpx)
 
-        return RemoteStore.for_home(home, server)
+        return RemoteStore.for_home(home, server, actor_id=actor_id)
     from ledger.store.sql import SqlStore
 
     signer = home.log_signer() if writable else None

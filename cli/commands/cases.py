@@ -31,7 +31,8 @@ def case_open(
 ) -> None:
     """Open a case led by the acting actor's organisation."""
     c = context.get(ctx)
-    receipt = c.custody().open_case(c.actor(as_), ref, title)
+    actor = c.actor(as_)
+    receipt = c.custody().open_case(actor, ref, title)
     context.done(ctx, json_, receipt, {"case": ref}, f"Opened case {ref}")
 
 
@@ -45,14 +46,15 @@ def case_add_member(
 ) -> None:
     """Add an organisation to a case (e.g. a joint investigation team partner)."""
     c = context.get(ctx)
-    receipt = c.custody().add_member(c.actor(as_), ref, org)
+    actor = c.actor(as_)
+    receipt = c.custody().add_member(actor, ref, org)
     context.done(ctx, json_, receipt, {"case": ref, "org": org}, f"Added {org} to case {ref}")
 
 
 @case_app.command("list")
-def case_list(ctx: typer.Context, json_: Json = False) -> None:
+def case_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """List cases."""
-    context.listing(ctx, json_, "case/", ["id", "title", "lead_org", "members"])
+    context.listing(ctx, json_, "case/", ["id", "title", "lead_org", "members"], as_)
 
 
 def _date(value: str | None, what: str) -> str | None:
@@ -98,8 +100,9 @@ def lb_add(
     check_country(issuing_state)
     check_country(executing_state)
     doc = hash_file(document).sha256 if document else None
+    actor = c.actor(as_)
     receipt = c.custody().add_legal_basis(
-        c.actor(as_), instrument=instrument, reference=reference,
+        actor, instrument=instrument, reference=reference,
         issuing_state=issuing_state, executing_state=executing_state,
         valid_until=_date(valid_until, "--valid-until") or "",
         valid_from=_date(valid_from, "--valid-from"), case=case, artefacts=artefact or [],
@@ -112,7 +115,8 @@ def lb_add(
 
 
 @lb_app.command("list")
-def lb_list(ctx: typer.Context, json_: Json = False) -> None:
+def lb_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """List legal bases."""
     context.listing(ctx, json_, "lb/", ["id", "instrument", "reference", "issuing_state",
-                                        "executing_state", "valid_from", "valid_until", "case"])
+                                        "executing_state", "valid_from", "valid_until",
+                                        "case"], as_)

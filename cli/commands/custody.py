@@ -77,7 +77,8 @@ def transfer(
     """Dispatch custody to another organisation. Refused (exit 3) across jurisdictions
     without a legal basis covering this artefact, both states and today."""
     c = context.get(ctx)
-    receipt = c.custody().dispatch(c.actor(as_), artefact=artefact, to_org=to, purpose=purpose,
+    actor = c.actor(as_)
+    receipt = c.custody().dispatch(actor, artefact=artefact, to_org=to, purpose=purpose,
                                    legal_basis=legal_basis, to_actor=to_actor,
                                    transport=transport, transport_ref=transport_ref,
                                    seals=seal or [], transfer_id=transfer_id)
@@ -133,7 +134,8 @@ def access(
     if action not in ACCESS_ACTIONS:
         raise InvalidInput(f"unknown action {action!r}; use one of: " + ", ".join(ACCESS_ACTIONS))
     c = context.get(ctx)
-    receipt = c.custody().access(c.actor(as_), artefact=artefact, action=action,
+    actor = c.actor(as_)
+    receipt = c.custody().access(actor, artefact=artefact, action=action,
                                  purpose=purpose, authorisation=authorisation)
     context.done(ctx, json_, receipt, {"artefact": artefact, "action": action,
                                        "outcome": "success"},
@@ -143,11 +145,12 @@ def access(
 def history(
     ctx: typer.Context,
     artefact: Annotated[str, typer.Argument(help="Artefact id.")],
+    as_: As = None,
     json_: Json = False,
 ) -> None:
     """Show the custody timeline: who, which agency and country, legal basis, digests
     checked, log index and ledger time."""
-    items = views.timeline(context.get(ctx).reader(), artefact)
+    items = views.timeline(context.get(ctx).reading_as(as_).reader(), artefact)
     if context.want_json(ctx, json_):
         context.emit_json({"artefact_id": artefact, "custody": items})
         return
@@ -170,14 +173,16 @@ def verify(
     file: FileArg,
     artefact: Annotated[str | None, typer.Option(help="The artefact the file should be.")]
     = None,
+    as_: As = None,
     json_: Json = False,
 ) -> None:
     """For courts: hash the file, find its artefact, verify every history entry's signature
     and inclusion proof against the signed checkpoint, and give a verdict: authentic
     (exit 0), not-registered (exit 1), or mismatch (exit 1)."""
-    c = context.get(ctx)
+    c = context.get(ctx).reading_as(as_)
     digests = hashed(ctx, file)
-    result = views.verify_artefact(c.reader(), digests.sha256, artefact)
+    result = views.verify_artefact(c.reader(), digests.sha256, artefact,
+                                   log_key=c.loaded().config.get("log_key"))
     if context.want_json(ctx, json_):
         context.emit_json(result)
     else:
@@ -194,9 +199,9 @@ def verify(
         raise typer.Exit(1)
 
 
-def status(ctx: typer.Context, json_: Json = False) -> None:
+def status(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """Ledger size, last checkpoint and counts."""
-    out = views.status(context.get(ctx).reader())
+    out = views.status(context.get(ctx).reading_as(as_).reader())
     if context.want_json(ctx, json_):
         context.emit_json(out)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Annotated
 
@@ -34,15 +35,16 @@ def org_add(
     c = context.get(ctx)
     check_country(jurisdiction)
     oid = org_id or slug(name)
-    receipt = c.custody().add_org(c.actor(as_), oid, name, jurisdiction)
+    actor = c.actor(as_)
+    receipt = c.custody().add_org(actor, oid, name, jurisdiction)
     context.done(ctx, json_, receipt, {"org": oid, "jurisdiction": jurisdiction},
                  f"Registered organisation {oid} ({jurisdiction})")
 
 
 @org_app.command("list")
-def org_list(ctx: typer.Context, json_: Json = False) -> None:
+def org_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """List organisations."""
-    context.listing(ctx, json_, "org/", ["id", "name", "jurisdiction"])
+    context.listing(ctx, json_, "org/", ["id", "name", "jurisdiction"], as_)
 
 
 def parse_roles(value: str) -> list[str]:
@@ -64,19 +66,31 @@ def actor_enrol(
                                                  "name).")] = None,
     no_passphrase: Annotated[bool, typer.Option("--no-passphrase", help="Store the new key "
                                                 "unencrypted (0600 only).")] = False,
+    public_key_b64: Annotated[str | None, typer.Option(
+        "--public-key", help="Enrol a key created elsewhere ('custody join' prints it); no "
+        "private key is created here.")] = None,
     as_: As = None,
     json_: Json = False,
 ) -> None:
-    """Enrol an actor: creates an Ed25519 key pair under the home (0600, encrypted with a
-    passphrase unless --no-passphrase) and records the public key on the ledger."""
+    """Enrol an actor and record their public key on the ledger. Without --public-key the
+    key pair is created here, under the home (0600, encrypted with a passphrase unless
+    --no-passphrase); with it, the private key stays on the actor's own machine."""
     c = context.get(ctx)
     roles = parse_roles(role)
     aid = actor_id or slug(name)
     home = c.loaded()
+    admin = c.actor(as_)
+    if public_key_b64 is not None:
+        public_key = _decode_public_key(public_key_b64)
+        receipt = c.custody().enrol(admin, actor_id=aid, org=org, name=name, roles=roles,
+                                    public_key=public_key)
+        context.done(ctx, json_, receipt, {"actor": aid, "org": org, "roles": roles,
+                                           "key_file": None},
+                     f"Enrolled {aid} ({', '.join(roles)}) of {org} with their own key")
+        return
     path = home.actor_key_path(aid)
     if path.exists():
         raise InvalidInput(f"a local key for {aid} already exists at {path}")
-    admin = c.actor(as_)
     seed = os.urandom(32)
     public_key = _sodium.public_key_from_seed(seed)
     passphrase = new_passphrase(no_passphrase, f"actor {aid}")
@@ -92,6 +106,16 @@ def actor_enrol(
                  f"Enrolled {aid} ({', '.join(roles)}) of {org}; key in {path}")
 
 
+def _decode_public_key(value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise InvalidInput("--public-key must be the base64 of a 32-byte Ed25519 key") from exc
+    if len(raw) != 32:
+        raise InvalidInput("--public-key must be the base64 of a 32-byte Ed25519 key")
+    return raw
+
+
 @actor_app.command("revoke")
 def actor_revoke(
     ctx: typer.Context,
@@ -102,12 +126,14 @@ def actor_revoke(
 ) -> None:
     """Revoke an actor's key. Events it signed earlier still verify; later ones are refused."""
     c = context.get(ctx)
-    receipt = c.custody().revoke(c.actor(as_), actor, reason)
+    admin = c.actor(as_)
+    receipt = c.custody().revoke(admin, actor, reason)
     context.done(ctx, json_, receipt, {"actor": actor},
                  f"Revoked {actor} at log index {receipt.index}")
 
 
 @actor_app.command("list")
-def actor_list(ctx: typer.Context, json_: Json = False) -> None:
+def actor_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """List actors with their roles and status."""
-    context.listing(ctx, json_, "actor/", ["id", "org", "name", "roles", "status", "key_id"])
+    context.listing(ctx, json_, "actor/", ["id", "org", "name", "roles", "status", "key_id"],
+                    as_)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cli import context
-from cli.options import Json
+from cli.options import As, Json
 from ledger.errors import InvalidInput, NotFound
 
 app = typer.Typer(help="Read the transparency log: checkpoints, entries and Merkle proofs "
@@ -40,12 +40,13 @@ def entries(
     ctx: typer.Context,
     start: Annotated[int, typer.Option(min=0, help="First index.")] = 0,
     end: Annotated[int | None, typer.Option(min=0, help="Stop before this index.")] = None,
+    as_: As = None,
     json_: Json = False,
 ) -> None:
     """List log entries. With --json: JSON lines {index, leaf_hash, entry}, where entry is
     the base64 of the exact leaf bytes L and leaf_hash = SHA-256(0x00 || L)."""
     as_json = context.want_json(ctx, json_)
-    for row in context.get(ctx).reader().entries(start, end):
+    for row in context.get(ctx).reading_as(as_).reader().entries(start, end):
         if as_json:
             context.emit_json({"index": row.index, "leaf_hash": row.leaf_hash.hex(),
                                "entry": base64.b64encode(row.leaf).decode()})
@@ -116,18 +117,27 @@ def audit(
     checkpoint_file: Annotated[Path | None, typer.Option(
         "--checkpoint", exists=True, dir_okay=False,
         help="An earlier checkpoint you kept (signed note); the log must extend it.")] = None,
+    as_: As = None,
     json_: Json = False,
 ) -> None:
     """Re-verify the whole ledger from scratch: every leaf hash, signature, key validity,
     custody rule, ledger time, checkpoint signature and root, and consistency. Exit 0 when
     everything verifies, 1 otherwise."""
+    from ledger.audit import audit as pure_audit
     from ledger.store.audit_sql import audit_store
+    from ledger.store.sql import SqlStore
 
-    c = context.get(ctx)
+    c = context.get(ctx).reading_as(as_)
     store = c.reader()
-    trusted = checkpoint_file.read_text() if checkpoint_file else c.loaded().remembered_checkpoint()
+    home = c.loaded()
+    trusted = checkpoint_file.read_text() if checkpoint_file else home.remembered_checkpoint()
     with context.progress(c, "Auditing", total=store.size()) as advance:
-        report = audit_store(store, trusted_checkpoint=trusted, progress=advance)  # type: ignore[arg-type]
+        if isinstance(store, SqlStore):  # embedded: also the stored nodes and state table
+            report = audit_store(store, trusted_checkpoint=trusted, progress=advance)
+        else:  # a server: replay what it serves, here, against the pinned log key
+            report = pure_audit(store.entries(), store.checkpoints(),
+                                log_verifier_key=home.config.get("log_key"),
+                                trusted_checkpoint=trusted, progress=advance)
     if context.want_json(ctx, json_):
         context.emit_json(report.to_json())
     elif report.ok:

@@ -96,6 +96,8 @@ def init(
         try:
             admin = ActorKey(aid, _sodium.Signer(admin_seed))
             vkey = verifier_key(origin, _sodium.public_key_from_seed(log_seed))
+            home.config["log_key"] = vkey  # pinned: verify and audit check against it
+            home.save()
             receipt = custody(home, store).genesis(
                 admin, org_id=oid, org_name=org_name, jurisdiction=jurisdiction,
                 actor_name=admin_name, roles=["admin", "examiner"], log_key=vkey)

@@ -204,6 +204,10 @@ class RemoteStore:
             raise e.UpstreamError("the server sent a malformed log summary")
         return data
 
+    def log_info(self) -> dict[str, Any]:
+        """The public log summary: origin, size, checkpoint, verifier key (no token)."""
+        return self._log()
+
     def size(self) -> int:
         return _int(self._log().get("size"), "log size")
 

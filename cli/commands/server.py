@@ -1,0 +1,109 @@
+"""Server mode: ``custody serve`` (run the API over a home's ledger) and ``custody join``
+(make a client home for a server, with a key created on this machine)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Annotated
+
+import typer
+
+from cli import context
+from cli.commands.setup import new_passphrase
+from cli.options import Json
+from ledger import _sodium, keys
+from ledger.errors import InvalidInput
+from ledger.events import check_id
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8600,
+    database: Annotated[str | None, typer.Option(help="Database URL (default: the home's "
+                                                 "ledger).")] = None,
+    evidence_dir: Annotated[str | None, typer.Option(help="Directory for uploaded evidence "
+                                                     "(uploads are off without it).")] = None,
+    production: Annotated[bool, typer.Option("--production", help="Refuse unsafe settings "
+                                             "(needs CUSTODY_TOKEN_SECRET).")] = False,
+) -> None:
+    """Serve this home's ledger over the REST API (OpenAPI at /openapi.json, docs at /docs).
+    Clients sign events with their own keys; the server holds only the log key."""
+    from api.server import serve as run_server
+    from api.settings import Settings
+
+    home = context.get(ctx).loaded()
+    if home.config.get("server"):
+        raise InvalidInput("this home is a client of a server; serve an embedded home")
+    values: dict[str, object] = {
+        "database_url": database or home.database_url, "log_key_path": home.log_key_path,
+        "origin": home.origin, "environment": "production" if production else "development"}
+    if os.environ.get("CUSTODY_PASSPHRASE") and keys.is_encrypted(home.log_key_path):
+        values["log_key_passphrase"] = os.environ["CUSTODY_PASSPHRASE"]
+    if evidence_dir:
+        values["evidence_dir"] = evidence_dir
+    secret = os.environ.get("CUSTODY_TOKEN_SECRET")
+    if secret:
+        values["token_secret"] = secret
+    try:
+        settings = Settings(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InvalidInput(str(exc).splitlines()[-1] if str(exc) else "invalid settings") \
+            from exc
+    context.err_console.print(f"Serving {home.origin} on http://{host}:{port} "
+                              f"({settings.database_url.split(':', 1)[0]})")
+    run_server(host, port, settings)
+
+
+def join(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Option(help="The ledger server's URL.")],
+    actor_id: Annotated[str, typer.Option("--id", help="Your actor id (as the admin will "
+                                          "enrol it).")],
+    no_passphrase: Annotated[bool, typer.Option("--no-passphrase", help="Store the key "
+                                                "unencrypted (0600 only).")] = False,
+    json_: Json = False,
+) -> None:
+    """Prepare this home as a client of a server: create your Ed25519 key HERE (it never
+    leaves this machine) and print the public key for an admin to enrol with
+    'custody actor enrol … --public-key KEY'."""
+    from ledger.store.remote import RemoteStore
+
+    c = context.get(ctx)
+    home = c.home
+    check_id(actor_id, "actor id")
+    if home.exists:
+        home.load()
+        if home.config.get("server") != server:
+            raise InvalidInput(f"{home.path} already holds a ledger or another server's "
+                               "configuration; choose another --home")
+    else:
+        probe = RemoteStore(server, token=None)
+        try:
+            info = probe.log_info()
+        finally:
+            probe.close()
+        if not info.get("origin") or not info.get("verifier_key"):
+            raise InvalidInput(f"the server at {server} has no ledger yet")
+        # The verifier key is pinned here (trust on first use; compare it out of band).
+        home.config = {"v": 1, "origin": info["origin"], "server": server,
+                       "log_key": info["verifier_key"], "default_actor": actor_id}
+    path = home.actor_key_path(actor_id)
+    if path.exists():
+        raise InvalidInput(f"a local key for {actor_id} already exists at {path}")
+    seed = os.urandom(32)
+    keys.write_key(path, actor_id, seed, new_passphrase(no_passphrase, f"actor {actor_id}"))
+    home.save()
+    public_key = base64.b64encode(_sodium.public_key_from_seed(seed)).decode()
+    out = {"home": str(home.path), "server": server, "origin": home.origin,
+           "actor": actor_id, "public_key": public_key,
+           "verifier_key": home.config["log_key"]}
+    if context.want_json(ctx, json_):
+        context.emit_json(out)
+        return
+    context.console.print(f"Key for {actor_id} created in {path}")
+    context.console.print(f"Pinned the log's verifier key {home.config['log_key']}; compare "
+                          "it with the operator's out of band")
+    context.console.print(f"Ask an admin to enrol it:\n  custody actor enrol --id {actor_id} "
+                          f"--org ORG --name NAME --role ROLE --public-key {public_key}")
