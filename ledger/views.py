@@ -36,8 +36,8 @@ def timeline(store: LedgerStore, artefact_id: str) -> list[dict[str, Any]]:
     actors: dict[str, dict[str, Any]] = {}
     orgs: dict[str, dict[str, Any]] = {}
     items = []
-    for index in store.refs(artefact_id):
-        stored = store.entry(index)
+    for stored in store.entries_at(store.refs(artefact_id)):
+        index = stored.index
         entry = ev.Entry.from_leaf(stored.leaf)
         event = entry.signed.event
         actor = actors.get(event.signer) or _record(store, "actor/" + event.signer, "actor")
@@ -100,9 +100,9 @@ def verify_artefact(store: LedgerStore, sha256: str, artefact_id: str | None = N
         raise VerificationError("the ledger has no checkpoint")
     cp = verify_checkpoint(note, key, expected_origin=ledger["origin"])
     items = timeline(store, artefact_id)
-    for item in items:
+    entries = store.entries_at([item["index"] for item in items])
+    for item, stored in zip(items, entries, strict=True):
         index = item["index"]
-        stored = store.entry(index)
         signed = ev.Entry.from_leaf(stored.leaf).signed
         actor = _record(store, "actor/" + signed.event.signer, "actor")
         ev.verify_event(signed, base64.b64decode(actor["public_key"]))

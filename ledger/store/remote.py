@@ -215,6 +215,9 @@ class RemoteStore:
         note = self._log().get("checkpoint")
         return note if isinstance(note, str) else None
 
+    def entries_at(self, indices: Sequence[int]) -> list[StoredEntry]:
+        return [self.entry(i) for i in indices]
+
     def entry(self, index: int) -> StoredEntry:
         return _entry(self._json("GET", f"/v1/log/entries/{int(index)}"))
 

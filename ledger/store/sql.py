@@ -326,6 +326,19 @@ class SqlStore:
                 yield StoredEntry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
             nxt = rows[-1].idx + 1
 
+    def entries_at(self, indices: Sequence[int]) -> list[StoredEntry]:
+        if not indices:
+            return []
+        with self.reader.connect() as conn:
+            rows = conn.execute(sa.select(t.entries)
+                                .where(t.entries.c.idx.in_(list(indices)))).all()
+        found = {row.idx: StoredEntry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
+                 for row in rows}
+        missing = [i for i in indices if i not in found]
+        if missing:
+            raise NotFound(f"no log entry at index {missing[0]}")
+        return [found[i] for i in indices]
+
     def find_event(self, event_id: str) -> int | None:
         with self.reader.connect() as conn:
             return conn.execute(sa.select(t.entries.c.idx)
