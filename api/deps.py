@@ -17,7 +17,9 @@ from ledger.store.base import LedgerStore
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /v1/auth/token")
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies without I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
+# the thread pool, a hop per dependency per request.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -25,7 +27,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_store(runtime: RuntimeDep) -> LedgerStore:
+async def get_store(runtime: RuntimeDep) -> LedgerStore:
     return runtime.store
 
 
@@ -35,7 +37,8 @@ StoreDep = Annotated[LedgerStore, Depends(get_store)]
 def current_actor(runtime: RuntimeDep,
                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
                   ) -> Caller:
-    """The actor named by a valid bearer token, still active on the ledger."""
+    """The actor named by a valid bearer token, still active on the ledger (a state read:
+    a plain ``def``, so it runs in the thread pool, off the event loop)."""
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthenticated("this endpoint needs a bearer token (POST /v1/auth/token)")
     token = runtime.auth.check(creds.credentials)
@@ -45,7 +48,7 @@ def current_actor(runtime: RuntimeDep,
 CallerDep = Annotated[Caller, Depends(current_actor)]
 
 
-def strict_query(request: Request) -> None:
+async def strict_query(request: Request) -> None:
     """Refuse query parameters the operation does not declare (strict requests, T8)."""
     if not request.query_params:
         return

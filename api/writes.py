@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
@@ -29,6 +30,7 @@ from api.runtime import Runtime
 from ledger.canonical import parse
 from ledger.errors import Forbidden, InvalidInput, NotFound
 from ledger.events import SignedEvent
+from ledger.rules import StateView
 from ledger.store.base import AppendResult, LedgerStore
 
 
@@ -37,8 +39,9 @@ def parse_signed(raw: bytes | str) -> SignedEvent:
 
 
 def admit(store: LedgerStore, caller: Caller, signed: SignedEvent, *,
-          kind: str | None = None, match: Mapping[str, str] | None = None) -> None:
-    """Steps 2-4 above; raise on refusal."""
+          kind: str | None = None, match: Mapping[str, str] | None = None,
+          state: StateView | None = None) -> None:
+    """Steps 2-4 above; raise on refusal. ``state``: the request's view, if it has one."""
     if signed.event.signer != caller.id:
         raise Forbidden(f"the event is signed by {signed.event.signer}, but you are "
                         f"authenticated as {caller.id}; sign events with your own key")
@@ -48,7 +51,7 @@ def admit(store: LedgerStore, caller: Caller, signed: SignedEvent, *,
         if signed.event.payload.get(field) != value:
             raise InvalidInput(f"the event's payload.{field} does not match the URL "
                                f"({value!r})")
-    hidden = hidden_reference(_View(store), caller, signed)
+    hidden = hidden_reference(state or view(store, caller), caller, signed)
     if hidden is not None:
         raise NotFound(f"unknown {hidden}")
 
@@ -65,21 +68,45 @@ def receipt_response(result: AppendResult) -> JSONResponse:
     return JSONResponse(receipt_json(result), status_code=200 if result.duplicate else 201)
 
 
+def parse_and_admit(store: LedgerStore, caller: Caller, raw: bytes, *,
+                    kind: str | None = None,
+                    match: Mapping[str, str] | None = None) -> SignedEvent:
+    signed = parse_signed(raw)
+    admit(store, caller, signed, kind=kind, match=match)
+    return signed
+
+
 async def write(request: Request, runtime: Runtime, caller: Caller, *, kind: str | None = None,
                 match: Mapping[str, str] | None = None) -> JSONResponse:
-    """The handler body of every event-submitting endpoint."""
-    signed = parse_signed(await request.body())
-    admit(runtime.store, caller, signed, kind=kind, match=match)
+    """The handler body of every event-submitting endpoint. The body is parsed once by the
+    ledger's strict parser; the checks read the state, so they run in a worker thread
+    (one hop), never on the event loop."""
+    raw = await request.body()
+    signed = await anyio.to_thread.run_sync(
+        lambda: parse_and_admit(runtime.store, caller, raw, kind=kind, match=match))
     return receipt_response(await append(runtime, caller, signed))
 
 
 class _View:
-    def __init__(self, store: LedgerStore) -> None:
+    """The state as one request sees it: each key is read at most once per request (the
+    authorisation checks ask for the same case/artefact records repeatedly)."""
+
+    __slots__ = ("_cache", "store")
+
+    def __init__(self, store: LedgerStore, caller: Caller | None = None) -> None:
         self.store = store
+        self._cache: dict[str, dict[str, Any] | None] = (
+            {} if caller is None else {"actor/" + caller.id: caller.record})
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self.store.state(key)
+        try:
+            return self._cache[key]
+        except KeyError:
+            record = self._cache[key] = self.store.state(key)
+            return record
 
 
-def view(store: LedgerStore) -> _View:
-    return _View(store)
+def view(store: LedgerStore, caller: Caller | None = None) -> _View:
+    """A per-request cached view of the state (seeded with the caller's own record, read
+    moments before by :func:`api.deps.current_actor`)."""
+    return _View(store, caller)

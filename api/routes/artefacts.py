@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 import anyio.from_thread
@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from api.deps import CallerDep, RuntimeDep, StoreDep
 from api.evidence_store import check_sha256, hash_chunks
 from api.models import (
+    PAGE_MAX,
     AppendReceipt,
     ArtefactList,
     ArtefactOut,
@@ -46,7 +47,9 @@ from api.writes import admit, append, parse_signed, view, write
 from ledger import events as ev
 from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from ledger.events import Entry
-from ledger.store.base import AppendResult, LedgerStore
+from ledger.rules import StateView
+from ledger.store.base import AppendResult, LedgerStore, StoredEntry
+from ledger.views import verify_artefact
 from ledger.vocab import CUSTODIAL_ROLES
 
 router = APIRouter(tags=["artefacts"])
@@ -59,24 +62,17 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 
 
 def artefact_for(store: LedgerStore, caller: Caller, artefact_id: str) -> dict[str, Any]:
-    record = visible(view(store), caller, "art/" + artefact_id)
+    record = visible(view(store, caller), caller, "art/" + artefact_id)
     if record is None:
         raise NotFound(f"unknown artefact {artefact_id!r}")
     return record
 
 
-def timeline_step(store: LedgerStore, entry: Entry,
-                  cache: dict[str, dict[str, Any] | None] | None = None) -> TimelineStep:
-    cache = {} if cache is None else cache
-
-    def get(key: str) -> dict[str, Any] | None:
-        if key not in cache:
-            cache[key] = store.state(key)
-        return cache[key]
-
+def timeline_step(v: StateView, entry: Entry) -> TimelineStep:
+    """One custody step; ``v`` is the request's cached view (actor and org read once)."""
     event = entry.signed.event
-    actor = get("actor/" + event.signer)
-    org = get("org/" + actor["org"]) if actor else None
+    actor = v.get("actor/" + event.signer)
+    org = v.get("org/" + actor["org"]) if actor else None
     return TimelineStep(index=entry.index, event_id=entry.signed.event_id, kind=event.kind,
                         ledger_time=entry.ledger_time, claimed_time=event.claimed_time,
                         signer=event.signer, org=actor["org"] if actor else None,
@@ -84,24 +80,30 @@ def timeline_step(store: LedgerStore, entry: Entry,
                         payload=event.payload)
 
 
-def history_entries(store: LedgerStore, caller: Caller, artefact_id: str, after: int,
-                    limit: int) -> tuple[list[Entry], int | None]:
+def _about(entry: Entry, artefact_id: str) -> bool:
+    event = entry.signed.event
+    return bool(event.payload.get("id" if event.kind == ev.ARTEFACT_REGISTER
+                                  else "artefact") == artefact_id)
+
+
+def history_entries(store: LedgerStore, artefact_id: str, after: int, limit: int,
+                    indices: list[int] | None = None
+                    ) -> tuple[list[tuple[StoredEntry, Entry]], int | None]:
     """Entries about the artefact, for a caller who may see it: every event whose subject
     is a visible artefact is visible (:func:`api.policy.can_see_event`), so no per-entry
-    check is needed beyond "is this entry about this artefact"."""
-    out: list[Entry] = []
-    for index in store.refs(artefact_id):
-        if index <= after:
-            continue
-        entry = Entry.from_leaf(store.entry(index).leaf)
-        kind = entry.signed.event.kind
-        about = entry.signed.event.payload.get(
-            "id" if kind == ev.ARTEFACT_REGISTER else "artefact")
-        if about != artefact_id:
-            continue  # e.g. a derived artefact naming this one as parent
-        if len(out) == limit:
-            return out, out[-1].index
-        out.append(entry)
+    check is needed beyond "is this entry about this artefact" (a derived artefact naming
+    this one as parent is about the derived one). One ``entries_at`` query per page."""
+    todo = [i for i in (store.refs(artefact_id) if indices is None else indices) if i > after]
+    out: list[tuple[StoredEntry, Entry]] = []
+    while todo:
+        chunk, todo = todo[:limit + 1 - len(out)], todo[limit + 1 - len(out):]
+        for stored in store.entries_at(chunk):
+            entry = Entry.from_leaf(stored.leaf)
+            if not _about(entry, artefact_id):
+                continue
+            if len(out) == limit:
+                return out, out[-1][1].index
+            out.append((stored, entry))
     return out, None
 
 
@@ -140,13 +142,11 @@ def list_artefacts(store: StoreDep, caller: CallerDep,
                    after: Annotated[str, Query(max_length=64)] = "",
                    limit: Limit = 100) -> ArtefactList:
     """Artefacts the caller may see, optionally by SHA-256 or case."""
+    v, items = view(store, caller), []  # type: ignore[var-annotated]
     if sha256 is not None:
-        ids = sorted({Entry.from_leaf(store.entry(i).leaf).signed.event.payload["id"]
-                      for i in store.refs("sha256:" + sha256)})
-        keys = [("art/" + i, store.state("art/" + i)) for i in ids]
+        keys = [("art/" + i, v.get("art/" + i)) for i in sorted(registered(store, sha256))]
     else:
         keys = list(store.state_items("art/"))
-    v, items = view(store), []  # type: ignore[var-annotated]
     for key, record in keys:
         if record is None or key[4:] <= after or not can_see_artefact(v, caller, record):
             continue
@@ -177,11 +177,12 @@ def get_history(store: StoreDep, caller: CallerDep, artefact_id: IdStr,
                 limit: Limit = 100) -> History:
     """The custody timeline: every visible event about the artefact, with signer,
     organisation, jurisdiction, ledger time and log index."""
-    artefact_for(store, caller, artefact_id)
-    entries, nxt = history_entries(store, caller, artefact_id, after, limit)
-    cache: dict[str, dict[str, Any] | None] = {}
-    return History(artefact=artefact_id, steps=[timeline_step(store, e, cache)
-                                                for e in entries], next_after=nxt)
+    v = view(store, caller)
+    if visible(v, caller, "art/" + artefact_id) is None:
+        raise NotFound(f"unknown artefact {artefact_id!r}")
+    entries, nxt = history_entries(store, artefact_id, after, limit)
+    return History(artefact=artefact_id, steps=[timeline_step(v, e) for _, e in entries],
+                   next_after=nxt)
 
 
 @router.get("/v1/artefacts/{artefact_id}/content", operation_id="downloadArtefact",
@@ -241,31 +242,42 @@ async def upload_evidence(sha256: Hex64, request: Request, runtime: RuntimeDep,
     return Digests(sha256=got.sha256, sha512=got.sha512, size=got.size)
 
 
+def registered(store: LedgerStore, sha256: str) -> list[str]:
+    """Ids of the artefacts registered with this SHA-256, in log order (one query)."""
+    events = [Entry.from_leaf(s.leaf).signed.event
+              for s in store.entries_at(store.refs("sha256:" + sha256))]
+    return list(dict.fromkeys(e.payload["id"] for e in events
+                              if e.kind == ev.ARTEFACT_REGISTER))
+
+
 def verdict_for(store: LedgerStore, caller: Caller, sha256: str,
                 artefact_id: str | None) -> Verdict:
-    """Authentic / mismatch / not-registered, with the proven custody timeline."""
+    """Authentic / mismatch / not-registered, with the proven custody timeline.
+
+    Only artefacts the caller may see are considered; the verdict itself is the court
+    verification of :func:`ledger.views.verify_artefact` (fail-closed: every entry's
+    signature and inclusion in the signed checkpoint are checked server side), and each
+    step carries its inclusion proof against that checkpoint for the client to check."""
+    v = view(store, caller)
     if artefact_id is not None:
         record: dict[str, Any] | None = artefact_for(store, caller, artefact_id)
     else:
-        v = view(store)
-        found = [store.state("art/" + Entry.from_leaf(store.entry(i).leaf)
-                             .signed.event.payload["id"]) for i in store.refs("sha256:" + sha256)]
+        found = (v.get("art/" + i) for i in registered(store, sha256))
         record = next((r for r in found if r and can_see_artefact(v, caller, r)), None)
-    note = store.latest_checkpoint()
-    size = store.size()
     if record is None:
-        return Verdict(verdict="not-registered", sha256=sha256, artefact=None, checkpoint=note,
-                       tree_size=size, timeline=[])
-    verdict: Literal["authentic", "mismatch"] = (
-        "authentic" if record["digests"]["sha256"] == sha256 else "mismatch")
-    entries, _ = history_entries(store, caller, record["id"], -1, 1000)
-    cache: dict[str, dict[str, Any] | None] = {}
-    steps = [ProvenStep(step=timeline_step(store, e, cache),
-                        leaf_hash=store.entry(e.index).leaf_hash.hex(),
+        return Verdict(verdict="not-registered", sha256=sha256, artefact=None,
+                       checkpoint=store.latest_checkpoint(), tree_size=store.size(),
+                       timeline=[])
+    checked = verify_artefact(store, sha256, record["id"])
+    size, note = checked["checkpoint"]["size"], checked["checkpoint"]["note"]
+    entries, _ = history_entries(store, record["id"], -1, PAGE_MAX,
+                                 [item["index"] for item in checked["custody"]
+                                  if item["index"] < size])
+    steps = [ProvenStep(step=timeline_step(v, e), leaf_hash=stored.leaf_hash.hex(),
                         inclusion_proof=[h.hex() for h in store.inclusion_proof(e.index, size)])
-             for e in entries if e.index < size]
-    return Verdict(verdict=verdict, sha256=sha256, artefact=record, checkpoint=note,
-                   tree_size=size, timeline=steps)
+             for stored, e in entries]
+    return Verdict(verdict=checked["verdict"], sha256=sha256, artefact=record,
+                   checkpoint=note, tree_size=size, timeline=steps)
 
 
 @router.post("/v1/verify", operation_id="verifyDigest", response_model=Verdict,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -29,7 +30,7 @@ from api.routes import READ, WRITE
 from api.writes import admit, parse_signed, view, write
 from ledger.canonical import canonical
 from ledger.errors import LedgerError, NotFound
-from ledger.events import Entry
+from ledger.events import Entry, SignedEvent
 from ledger.store.base import AppendResult
 
 router = APIRouter(tags=["events"])
@@ -56,14 +57,22 @@ async def append_event(body: SignedEventBody, request: Request, runtime: Runtime
 async def append_events(body: BatchBody, runtime: RuntimeDep, caller: CallerDep) -> BatchResult:
     """Append several signed events (``LedgerStore.append_many``); each is accepted or
     refused on its own, with a status and a receipt or a problem."""
-    futures: list[asyncio.Future[AppendResult] | LedgerError] = []
-    for item in body.events:
-        try:
-            signed = parse_signed(canonical(item.model_dump()))
-            admit(runtime.store, caller, signed)
-            futures.append(asyncio.wrap_future(runtime.committer.submit(signed)))
-        except LedgerError as exc:
-            futures.append(exc)
+    def prepare() -> list[SignedEvent | LedgerError]:  # state reads: off the event loop
+        v = view(runtime.store, caller)
+        out: list[SignedEvent | LedgerError] = []
+        for item in body.events:
+            try:
+                signed = parse_signed(canonical(item.model_dump()))
+                admit(runtime.store, caller, signed, state=v)
+                out.append(signed)
+            except LedgerError as exc:
+                out.append(exc)
+        return out
+
+    futures: list[asyncio.Future[AppendResult] | LedgerError] = [
+        item if isinstance(item, LedgerError) else
+        asyncio.wrap_future(runtime.committer.submit(item))
+        for item in await anyio.to_thread.run_sync(prepare)]
     outcomes: list[BatchOutcome] = []
     for fut in futures:
         try:
@@ -87,7 +96,7 @@ def find_event(store: StoreDep, caller: CallerDep,
     """The log index of an event id, if the caller may see the event."""
     index = store.find_event(event_id)
     if index is None or not can_see_event(
-            view(store), caller, Entry.from_leaf(store.entry(index).leaf).signed):
+            view(store, caller), caller, Entry.from_leaf(store.entry(index).leaf).signed):
         raise NotFound(f"no event {event_id} on the log")
     return EventLocation(event_id=event_id, index=index)
 
@@ -97,7 +106,7 @@ def find_event(store: StoreDep, caller: CallerDep,
 def get_state(store: StoreDep, caller: CallerDep, key: KeyPath) -> StateRecord:
     """One world-state record (``ledger``, ``org/ID``, ``actor/ID``, ``case/ID``,
     ``lb/ID``, ``art/ID``, ``tr/ID``), if the caller may see it."""
-    record = visible(view(store), caller, key)
+    record = visible(view(store, caller), caller, key)
     if record is None:
         raise NotFound(f"no record {key!r}")
     return StateRecord(key=key, value=record)
@@ -111,7 +120,7 @@ def list_state(store: StoreDep, caller: CallerDep,
                limit: Limit = 100) -> StatePage:
     """Records whose key starts with ``prefix``, in key order, after ``after``; records
     the caller may not see are left out."""
-    v = view(store)
+    v = view(store, caller)
     items: list[StateRecord] = []
     for key, value in store.state_items(prefix):
         if key <= after or not can_see_state(v, caller, key, value):
@@ -128,14 +137,15 @@ def list_refs(store: StoreDep, caller: CallerDep, ref: RefPath,
               limit: Limit = PAGE_MAX) -> RefPage:
     """Indices of the entries about ``ref`` (an object id or ``sha256:HEX``) that the
     caller may see, ascending, after index ``after``."""
-    v = view(store)
+    v = view(store, caller)
     out: list[int] = []
-    for index in store.refs(ref):
-        if index <= after:
-            continue
-        if not can_see_event(v, caller, Entry.from_leaf(store.entry(index).leaf).signed):
-            continue
-        if len(out) == limit:
-            return RefPage(ref=ref, indices=out, next_after=out[-1])
-        out.append(index)
+    todo = [i for i in store.refs(ref) if i > after]
+    while todo:  # one entries_at query per page (more only when entries are hidden)
+        chunk, todo = todo[:limit + 1 - len(out)], todo[limit + 1 - len(out):]
+        for stored in store.entries_at(chunk):
+            if not can_see_event(v, caller, Entry.from_leaf(stored.leaf).signed):
+                continue
+            if len(out) == limit:
+                return RefPage(ref=ref, indices=out, next_after=out[-1])
+            out.append(stored.index)
     return RefPage(ref=ref, indices=out, next_after=None)

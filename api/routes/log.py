@@ -54,7 +54,7 @@ def require_auditor(caller: Caller) -> None:
 
 def visible_entry(store: LedgerStore, caller: Caller, index: int) -> StoredEntry:
     stored = store.entry(index)
-    if not can_see_event(view(store), caller, Entry.from_leaf(stored.leaf).signed):
+    if not can_see_event(view(store, caller), caller, Entry.from_leaf(stored.leaf).signed):
         raise NotFound(f"no log entry at index {index}")
     return stored
 

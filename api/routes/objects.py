@@ -29,7 +29,7 @@ After = Annotated[str, Query(max_length=64)]
 
 def get_object(store: LedgerStore, caller: Caller, prefix: str, what: str,
                object_id: str) -> ObjectOut:
-    record = visible(view(store), caller, prefix + object_id)
+    record = visible(view(store, caller), caller, prefix + object_id)
     if record is None:
         raise NotFound(f"unknown {what} {object_id!r}")
     return ObjectOut(id=object_id, record=record)
@@ -37,7 +37,7 @@ def get_object(store: LedgerStore, caller: Caller, prefix: str, what: str,
 
 def list_objects(store: LedgerStore, caller: Caller, prefix: str, after: str,
                  limit: int) -> ObjectList:
-    v, items = view(store), []  # type: ignore[var-annotated]
+    v, items = view(store, caller), []  # type: ignore[var-annotated]
     for key, value in store.state_items(prefix):
         object_id = key[len(prefix):]
         if object_id <= after or not can_see_state(v, caller, key, value):
