@@ -102,7 +102,13 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type
-    if exc.status_code == 400:  # e.g. a body that is not JSON: invalid input like any other
+    if exc.status_code == 400:
+        # FastAPI wraps any error raised while reading the body, including our own (the
+        # body cap's PayloadTooLarge): answer with that error, not a generic 400.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, e.LedgerError):
+            return problem_response(cause)
+        # e.g. a body that is not JSON: invalid input like any other
         return problem_response(e.InvalidInput(f"malformed request: {exc.detail}"))
     # Only the framework raises these (unknown route, wrong method): map them too.
     code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")

@@ -666,16 +666,6 @@ def _chunks(mib: int) -> Iterator[bytes]:
         yield b"A" * (1024 * 1024)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a chunked (no Content-Length) body over the event cap is answered 422 "
-    "'malformed request: There was an error parsing the body', not 413 as documented "
-    "(api/limits.py docstring, docs/api.md 'body size cap (413)'). api/limits.py "
-    "BodyLimit.__call__.limited() raises PayloadTooLarge from inside receive(); FastAPI's "
-    "body parsing (fastapi/routing.py get_request_handler: `except Exception` -> "
-    "HTTPException(400)) swallows it and api/problems.py _http maps 400 to 422. Fix: in "
-    "BodyLimit, answer the 413 itself (catch the overflow around `await self.app(...)` "
-    "and send problem_response(PayloadTooLarge) if the response has not started), or in "
-    "problems._http return problem_response(exc.__cause__) when it is a LedgerError."))
 def test_t11_chunked_body_over_the_cap_is_413(client: TestClient, world: w.World) -> None:
     headers = {**world.headers("admin-de"), "Content-Type": "application/json"}
     r = client.post("/v1/events", content=_chunks(2), headers=headers)
