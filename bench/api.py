@@ -242,7 +242,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
         raise RuntimeError("unexpected wrk output:\n" + out[-2000:])
     res: dict[str, Any] = {"value": float(rate.group(1)), "unit": "requests/s",
                            "n": int(total.group(1)), "duration_ms": _ms(total.group(2))}
-    for q, lat in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M):
+    for q, lat in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M):
         res[f"p{q}_ms"] = _ms(lat)
     mean = re.search(r"Latency\s+(\S+)", out)
     if mean:
