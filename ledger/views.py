@@ -12,10 +12,11 @@ import datetime as dt
 from typing import Any
 
 from ledger import events as ev
+from ledger import merkle
 from ledger.checkpoint import verify_checkpoint
 from ledger.errors import NotFound, VerificationError
 from ledger.merkle_verify import verify_inclusion
-from ledger.store.base import LedgerStore
+from ledger.store.base import LedgerStore, StoredEntry
 
 
 def iso(ms: int) -> str:
@@ -32,11 +33,18 @@ def _record(store: LedgerStore, key: str, what: str) -> dict[str, Any]:
 
 def timeline(store: LedgerStore, artefact_id: str) -> list[dict[str, Any]]:
     """Every log entry about an artefact, oldest first, with who/where/why."""
+    return _timeline(store, artefact_id)[0]
+
+
+def _timeline(store: LedgerStore, artefact_id: str) -> tuple[
+        list[dict[str, Any]], list[StoredEntry], dict[str, dict[str, Any]]]:
+    """The timeline, plus the stored entries and actor records it was built from."""
     _record(store, "art/" + artefact_id, "artefact")
     actors: dict[str, dict[str, Any]] = {}
     orgs: dict[str, dict[str, Any]] = {}
     items = []
-    for stored in store.entries_at(store.refs(artefact_id)):
+    entries = store.entries_at(store.refs(artefact_id))
+    for stored in entries:
         index = stored.index
         entry = ev.Entry.from_leaf(stored.leaf)
         event = entry.signed.event
@@ -71,7 +79,7 @@ def timeline(store: LedgerStore, artefact_id: str) -> list[dict[str, Any]]:
         else:
             item |= {"summary": event.kind}
         items.append(item)
-    return items
+    return items, entries, actors
 
 
 def verify_artefact(store: LedgerStore, sha256: str, artefact_id: str | None = None,
@@ -99,16 +107,17 @@ def verify_artefact(store: LedgerStore, sha256: str, artefact_id: str | None = N
     if note is None:
         raise VerificationError("the ledger has no checkpoint")
     cp = verify_checkpoint(note, key, expected_origin=ledger["origin"])
-    items = timeline(store, artefact_id)
-    entries = store.entries_at([item["index"] for item in items])
+    items, entries, actors = _timeline(store, artefact_id)
     for item, stored in zip(items, entries, strict=True):
         index = item["index"]
         signed = ev.Entry.from_leaf(stored.leaf).signed
-        actor = _record(store, "actor/" + signed.event.signer, "actor")
-        ev.verify_event(signed, base64.b64decode(actor["public_key"]))
-        verify_inclusion(stored.leaf_hash, index, cp.size,
-                         store.inclusion_proof(index, cp.size), cp.root)
-        item["inclusion_verified"] = True
+        ev.verify_event(signed, base64.b64decode(actors[signed.event.signer]["public_key"]))
+        # The proof binds the leaf BYTES: recompute the hash, never trust the stored column.
+        leaf_hash = merkle.leaf_hash(stored.leaf)
+        proof = store.inclusion_proof(index, cp.size)
+        verify_inclusion(leaf_hash, index, cp.size, proof, cp.root)
+        item |= {"leaf_hash": leaf_hash.hex(), "inclusion_proof": [h.hex() for h in proof],
+                 "tree_size": cp.size, "inclusion_verified": True}
     verdict = "authentic" if art["digests"]["sha256"] == sha256 else "mismatch"
     return {"verdict": verdict, "artefact_id": artefact_id, "sha256": sha256,
             "registered_sha256": art["digests"]["sha256"], "custodian": art["custodian"],
