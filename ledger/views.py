@@ -46,7 +46,7 @@ def _timeline(store: LedgerStore, artefact_id: str) -> tuple[
     entries = store.entries_at(store.refs(artefact_id))
     for stored in entries:
         index = stored.index
-        entry = ev.Entry.from_leaf(stored.leaf)
+        entry = ev.Entry.from_leaf(stored.leaf, check_canonical=False)
         event = entry.signed.event
         actor = actors.get(event.signer) or _record(store, "actor/" + event.signer, "actor")
         actors[event.signer] = actor

@@ -352,6 +352,18 @@ class SqlStore:
                                 .where(t.entries.c.event_id == event_id)).scalar_one_or_none()
 
     def state(self, key: str) -> dict[str, Any] | None:
+        if self.reader.dialect.name == "sqlite":
+            # One statement is its own snapshot: skip the BEGIN/ROLLBACK round trip of a
+            # Core transaction (this read runs several times per API request).
+            raw = self.reader.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute("SELECT value FROM state WHERE key = ?", (key,))
+                row = cur.fetchone()
+                cur.close()
+            finally:
+                raw.close()  # back to the pool
+            return None if row is None else dict(json.loads(row[0]))
         with self.reader.connect() as conn:
             return _SqlView(conn).get(key)
 
