@@ -51,7 +51,10 @@ def make_engine(url: str, *, reader: bool = False) -> Engine:
     write lock, so rule checks and the append see one state); a ``reader`` engine uses a
     plain deferred ``BEGIN``, i.e. a WAL snapshot that never blocks writers."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # Readers may be many threads at once (the API's thread pool); writers serialise
+        # on SQLite's lock anyway.
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                                  pool_size=32 if reader else 5, max_overflow=16)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
