@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
-try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
-    from typer._click import exceptions as _tclick
-except ImportError:  # pragma: no cover - older typer uses click itself
-    from click import exceptions as _tclick
+try:  # typer >= 0.20 vendors its own click (and does not install the click package)
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # pragma: no cover - older typer depends on click itself
+    from click import exceptions as _click_exceptions
 
 from cli import context
 from cli.commands import cases, custody, demo, identity, log, server, setup
@@ -74,12 +73,12 @@ def run(argv: list[str] | None = None) -> int:
     except LedgerError as exc:
         context.err_console.print(f"custody: {exc}", highlight=False, markup=False)
         return exit_code(exc)
-    except (click.exceptions.Exit, typer.Exit) as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except (click.exceptions.Abort, typer.Abort):
+    except typer.Abort:
         context.err_console.print("custody: aborted", highlight=False)
         return INVALID
-    except (click.ClickException, _tclick.ClickException) as exc:
+    except _click_exceptions.ClickException as exc:
         exc.show()
         return INVALID
     except FileNotFoundError as exc:
