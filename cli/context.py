@@ -37,9 +37,16 @@ class Ctx:
     #: The acting actor (``--as``); in server mode reads authenticate as this actor.
     acting: str | None = None
 
+    _writable: bool = field(default=False, repr=False)
+
     def store(self) -> LedgerStore:
+        """The store for writing (loads the log key in embedded mode)."""
+        if self._store is not None and not self._writable:
+            self._store.close()  # a read-only store was opened first: upgrade it
+            self._store = None
         if self._store is None:
             self._store = open_store(self.loaded(), actor_id=self.acting)
+            self._writable = True
         return self._store
 
     def reader(self) -> LedgerStore:
@@ -63,8 +70,7 @@ class Ctx:
         return key
 
     def remember(self, note: str) -> None:
-        if not self.home.config.get("server") or self.home.path.exists():
-            self.home.remember_checkpoint(note)
+        self.home.remember_checkpoint(note)
 
     def close(self) -> None:
         if self._store is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ledger import _sodium
 from ledger import events as ev
-from ledger.errors import Forbidden, InvalidInput, NotFound
+from ledger.errors import Forbidden, NotFound
 from ledger.evidence import Digests
 from ledger.rules import may_access
 from ledger.store.base import AppendResult, LedgerStore
@@ -197,15 +197,6 @@ class Custody:
         verdict = "authentic" if art["digests"]["sha256"] == sha256 else "mismatch"
         return self.submit(ev.VERIFICATION, actor, {
             "artefact": artefact, "sha256": sha256, "verdict": verdict, "tree_size": tree_size})
-
-    def find_artefacts(self, sha256: str) -> list[dict[str, Any]]:
-        if len(sha256) != 64:
-            raise InvalidInput("a SHA-256 digest is 64 hex characters")
-        found = []
-        for index in self.store.refs("sha256:" + sha256.lower()):
-            entry = ev.Entry.from_leaf(self.store.entry(index).leaf)
-            found.append(self.record("art/" + entry.signed.event.payload["id"], "artefact"))
-        return found
 
 
 class AccessDenied(Forbidden):

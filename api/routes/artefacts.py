@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
 import anyio
@@ -143,10 +143,11 @@ def list_artefacts(store: StoreDep, caller: CallerDep,
                    limit: Limit = 100) -> ArtefactList:
     """Artefacts the caller may see, optionally by SHA-256 or case."""
     v, items = view(store, caller), []  # type: ignore[var-annotated]
+    keys: Iterable[tuple[str, dict[str, Any] | None]]
     if sha256 is not None:
         keys = [("art/" + i, v.get("art/" + i)) for i in sorted(registered(store, sha256))]
     else:
-        keys = list(store.state_items("art/"))
+        keys = store.state_items("art/", "art/" + after if after else "")
     for key, record in keys:
         if record is None or key[4:] <= after or not can_see_artefact(v, caller, record):
             continue

@@ -122,8 +122,8 @@ def list_state(store: StoreDep, caller: CallerDep,
     the caller may not see are left out."""
     v = view(store, caller)
     items: list[StateRecord] = []
-    for key, value in store.state_items(prefix):
-        if key <= after or not can_see_state(v, caller, key, value):
+    for key, value in store.state_items(prefix, after):
+        if not can_see_state(v, caller, key, value):
             continue
         if len(items) == limit:
             return StatePage(items=items, next_after=items[-1].key)

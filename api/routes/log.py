@@ -89,9 +89,7 @@ def get_verifier_key(runtime: RuntimeDep) -> VerifierKey:
 def list_checkpoints(store: StoreDep, after: IndexQ = 0, limit: Limit = 100) -> CheckpointPage:
     """Signed checkpoints with tree size > ``after``, oldest first."""
     items: list[CheckpointItem] = []
-    for size, note in store.checkpoints():
-        if size <= after:
-            continue
+    for size, note in store.checkpoints(after):
         if len(items) == limit:
             return CheckpointPage(items=items, next_after=items[-1].size)
         items.append(CheckpointItem(size=size, note=note))

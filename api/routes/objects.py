@@ -38,9 +38,9 @@ def get_object(store: LedgerStore, caller: Caller, prefix: str, what: str,
 def list_objects(store: LedgerStore, caller: Caller, prefix: str, after: str,
                  limit: int) -> ObjectList:
     v, items = view(store, caller), []  # type: ignore[var-annotated]
-    for key, value in store.state_items(prefix):
+    for key, value in store.state_items(prefix, prefix + after if after else ""):
         object_id = key[len(prefix):]
-        if object_id <= after or not can_see_state(v, caller, key, value):
+        if not can_see_state(v, caller, key, value):
             continue
         if len(items) == limit:
             return ObjectList(items=items, next_after=items[-1]["id"])

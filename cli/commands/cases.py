@@ -10,7 +10,7 @@ import typer
 
 from cli import context
 from cli.commands.setup import check_country
-from cli.options import As, Json
+from cli.options import As, Json, check_choice
 from ledger.errors import InvalidInput
 from ledger.evidence import hash_file
 from ledger.vocab import INSTRUMENTS
@@ -94,9 +94,7 @@ def lb_add(
 ) -> None:
     """Record a legal basis for transfers between two states."""
     c = context.get(ctx)
-    if instrument not in INSTRUMENTS:
-        raise InvalidInput(f"unknown instrument {instrument!r}; use one of: "
-                           + ", ".join(INSTRUMENTS))
+    check_choice(instrument, INSTRUMENTS, "instrument")
     check_country(issuing_state)
     check_country(executing_state)
     doc = hash_file(document).sha256 if document else None

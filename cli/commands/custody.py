@@ -8,9 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from cli import context
-from cli.options import As, Json
+from cli.options import As, Json, check_choice
 from ledger import views
-from ledger.errors import InvalidInput
 from ledger.evidence import Digests, hash_file
 from ledger.vocab import ACCESS_ACTIONS, ARTEFACT_TYPES
 
@@ -42,8 +41,7 @@ def register(
     json_: Json = False,
 ) -> None:
     """Register an artefact: SHA-256 and SHA-512 from one streaming read, signed by you."""
-    if kind not in ARTEFACT_TYPES:
-        raise InvalidInput(f"unknown type {kind!r}; use one of: " + ", ".join(ARTEFACT_TYPES))
+    check_choice(kind, ARTEFACT_TYPES, "type")
     c = context.get(ctx)
     actor = c.actor(as_)
     custody = c.custody()
@@ -131,8 +129,7 @@ def access(
     json_: Json = False,
 ) -> None:
     """Record an access to an artefact. A denied attempt is recorded too, and exits 3."""
-    if action not in ACCESS_ACTIONS:
-        raise InvalidInput(f"unknown action {action!r}; use one of: " + ", ".join(ACCESS_ACTIONS))
+    check_choice(action, ACCESS_ACTIONS, "action")
     c = context.get(ctx)
     actor = c.actor(as_)
     receipt = c.custody().access(actor, artefact=artefact, action=action,

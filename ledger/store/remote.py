@@ -250,8 +250,7 @@ class RemoteStore:
             raise e.UpstreamError(f"the server sent a malformed record for {key}")
         return value
 
-    def state_items(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        after = ""
+    def state_items(self, prefix: str, after: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
         while True:
             data = self._json("GET", "/v1/state",
                               params={"prefix": prefix, "after": after, "limit": PAGE})
@@ -272,8 +271,7 @@ class RemoteStore:
                 return out
             after = _int(data["next_after"], "index")
 
-    def checkpoints(self) -> Iterator[tuple[int, str]]:
-        after = 0
+    def checkpoints(self, after: int = 0) -> Iterator[tuple[int, str]]:
         while True:
             data = self._json("GET", "/v1/log/checkpoints", use_default_token=False,
                               params={"after": after, "limit": PAGE})

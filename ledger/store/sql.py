@@ -34,7 +34,7 @@ from ledger.errors import (
 )
 from ledger.events import Entry, SignedEvent
 from ledger.note import NoteSigner
-from ledger.rules import Context, Effects, Record, apply
+from ledger.rules import Context, Record, apply
 from ledger.store import schema as t
 from ledger.store.base import AppendResult, StoredEntry
 
@@ -212,22 +212,19 @@ class SqlStore:
         frontier = self._load_frontier(conn, size)
         view = _SqlView(conn)
         now = max(self.clock(), last_time)
-        outcomes: list[AppendResult | LedgerError | _Placeholder] = []
+        # One outcome per event; accepted ones are filled in once the checkpoint is signed.
+        outcomes: list[AppendResult | LedgerError | None] = []
+        accepted: list[tuple[int, bytes, str, dict[str, Any]]] = []  # slot, hash, id, result
         rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
         ref_rows: list[dict[str, Any]] = []
-        accepted: list[tuple[int, Entry, bytes, Effects]] = []
         for signed in batch:
-            try:
-                dup = self._duplicate(conn, view, signed, accepted)
-            except LedgerError as exc:
-                outcomes.append(exc)
-                continue
-            if dup is not None:
-                outcomes.append(dup)
-                continue
             index = size + len(accepted)
             try:
+                dup = self._duplicate(conn, view, signed, size)
+                if dup is not None:
+                    outcomes.append(dup)
+                    continue
                 if index == 0:
                     self._check_genesis_origin(signed)
                 effects = apply(view, signed, Context(index, now))
@@ -235,47 +232,39 @@ class SqlStore:
                 outcomes.append(exc)
                 continue
             view.pending.update(effects.writes)
-            entry = Entry(index, now, signed)
-            leaf = entry.leaf_bytes()
+            leaf = Entry(index, now, signed).leaf_bytes()
             leaf_hash = merkle.leaf_hash(leaf)
-            accepted.append((index, entry, leaf_hash, effects))
+            accepted.append((len(outcomes), leaf_hash, signed.event_id, effects.result))
+            outcomes.append(None)
             rows.append({"idx": index, "leaf": leaf, "leaf_hash": leaf_hash,
                          "event_id": signed.event_id, "ledger_time": now})
             node_rows += [{"level": lv, "idx": i, "hash": h}
                           for lv, i, h in frontier.append(leaf_hash)]
             ref_rows += [{"ref": r, "idx": index} for r in dict.fromkeys(effects.refs)]
-            outcomes.append(_Placeholder(len(accepted) - 1))
-        if not accepted:
-            self._frontier = frontier
-            return [o for o in outcomes if not isinstance(o, _Placeholder)]
-        new_size = size + len(accepted)
-        note = self._checkpoint(frontier)
-        conn.execute(_INSERT_ENTRIES, rows)
-        conn.execute(_INSERT_NODES, node_rows)
-        if ref_rows:
-            conn.execute(_INSERT_REFS, ref_rows)
-        self._write_state(conn, view.pending, new_size - 1)
-        conn.execute(_INSERT_CHECKPOINT, [{"size": new_size, "note": note}])
-        conn.execute(_UPDATE_HEAD, {"new_size": new_size, "new_time": now})
+        if accepted:
+            new_size = size + len(accepted)
+            note = self._checkpoint(frontier)
+            conn.execute(_INSERT_ENTRIES, rows)
+            conn.execute(_INSERT_NODES, node_rows)
+            if ref_rows:
+                conn.execute(_INSERT_REFS, ref_rows)
+            self._write_state(conn, view.pending, new_size - 1)
+            conn.execute(_INSERT_CHECKPOINT, [{"size": new_size, "note": note}])
+            conn.execute(_UPDATE_HEAD, {"new_size": new_size, "new_time": now})
+            for n, (slot, leaf_hash, event_id, result) in enumerate(accepted):
+                outcomes[slot] = AppendResult(size + n, leaf_hash, event_id, now, note, result)
         self._frontier = frontier
-        return [
-            AppendResult(accepted[o.slot][0], accepted[o.slot][2],
-                         accepted[o.slot][1].signed.event_id, now, note,
-                         accepted[o.slot][3].result)
-            if isinstance(o, _Placeholder) else o
-            for o in outcomes
-        ]
+        return [o for o in outcomes if o is not None]
 
     def _duplicate(self, conn: Connection, view: _SqlView, signed: SignedEvent,
-                   accepted: list[tuple[int, Entry, bytes, Effects]]) -> AppendResult | None:
+                   size: int) -> AppendResult | None:
         """Idempotent retry: the same signed event again returns the original receipt."""
         used = view.get("nonce/" + signed.event.nonce)
         if used is None or used["event_id"] != signed.event_id:
             return None  # unused nonce, or a replay the rules will refuse
-        for index, entry, _leaf_hash, _effects in accepted:
-            if entry.signed.event_id == signed.event_id:
-                raise Conflict("duplicate-in-batch", f"event {signed.event_id} is twice "
-                               f"in one batch (first at index {index})")
+        if used["index"] >= size:  # written by this very batch
+            raise Conflict("duplicate-in-batch", f"event {signed.event_id} is twice "
+                           f"in one batch (first at index {used['index']})")
         row = conn.execute(_NONCE_ENTRY, {"idx": used["index"]}).one()
         note = conn.execute(_FIRST_CHECKPOINT_AFTER, {"idx": row.idx}).scalar_one()
         return AppendResult(row.idx, row.leaf_hash, row.event_id, row.ledger_time, note,
@@ -370,13 +359,22 @@ class SqlStore:
         with self.reader.connect() as conn:
             return _SqlView(conn).get(key)
 
-    def state_items(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        with self.reader.connect() as conn:
-            rows = conn.execute(sa.select(t.state.c.key, t.state.c.value)
-                                .where(t.state.c.key.startswith(prefix, autoescape=True))
-                                .order_by(t.state.c.key)).all()
-        for key, value in rows:
-            yield key, json.loads(value)
+    def state_items(self, prefix: str, after: str = "",
+                    page: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Records whose key starts with ``prefix`` and sorts after ``after``, in key
+        order, read lazily in keyset pages (a caller that stops early stops reading)."""
+        nxt = after
+        while True:
+            with self.reader.connect() as conn:
+                rows = conn.execute(sa.select(t.state.c.key, t.state.c.value)
+                                    .where(t.state.c.key.startswith(prefix, autoescape=True),
+                                           t.state.c.key >= prefix, t.state.c.key > nxt)
+                                    .order_by(t.state.c.key).limit(page)).all()
+            for key, value in rows:
+                yield key, json.loads(value)
+            if len(rows) < page:
+                return
+            nxt = rows[-1][0]
 
     def refs(self, ref: str) -> list[int]:
         with self.reader.connect() as conn:
@@ -389,12 +387,19 @@ class SqlStore:
                                 .order_by(t.checkpoints.c.size.desc()).limit(1)
                                 ).scalar_one_or_none()
 
-    def checkpoints(self) -> Iterator[tuple[int, str]]:
-        with self.reader.connect() as conn:
-            rows = conn.execute(sa.select(t.checkpoints.c.size, t.checkpoints.c.note)
-                                .order_by(t.checkpoints.c.size)).all()
-        for size, note in rows:
-            yield int(size), str(note)
+    def checkpoints(self, after: int = 0, page: int = 1000) -> Iterator[tuple[int, str]]:
+        """Checkpoints with tree size > ``after``, oldest first, read lazily in pages."""
+        nxt = after
+        while True:
+            with self.reader.connect() as conn:
+                rows = conn.execute(sa.select(t.checkpoints.c.size, t.checkpoints.c.note)
+                                    .where(t.checkpoints.c.size > nxt)
+                                    .order_by(t.checkpoints.c.size).limit(page)).all()
+            for size, note in rows:
+                yield int(size), str(note)
+            if len(rows) < page:
+                return
+            nxt = int(rows[-1][0])
 
     def _nodes(self, conn: Connection, plan: Sequence[merkle.NodeId]) -> dict[merkle.NodeId,
                                                                                 bytes]:
@@ -429,12 +434,3 @@ class SqlStore:
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         plan = merkle.consistency_plan(old, new)
         return merkle.consistency_proof(old, new, self._fetch(plan, new))
-
-
-class _Placeholder:
-    """Marks an accepted event's slot in the outcome list until the commit is built."""
-
-    __slots__ = ("slot",)
-
-    def __init__(self, slot: int) -> None:
-        self.slot = slot

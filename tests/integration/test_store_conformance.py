@@ -478,3 +478,24 @@ def test_proof_node_query_uses_the_primary_key(world: World, backend: str) -> No
             details = " | ".join(str(row[-1]) for row in plan)
             assert "SCAN merkle_nodes" not in details, (
                 f"a proof scans merkle_nodes instead of using its key: {details}")
+
+
+def test_state_items_and_checkpoints_page_lazily_from_after(world: World) -> None:
+    """Listings start reading after ``after`` (keyset paging), across page boundaries,
+    and a key equal to its prefix is still listed."""
+    store = world.store
+    everything = list(store.state_items(""))
+    keys = [k for k, _ in everything]
+    assert keys == sorted(keys)
+    assert ("ledger", store.state("ledger")) in everything
+    assert [k for k, _ in store.state_items("ledger")] == ["ledger"]
+    for page in (1, 2, 3, 1000):
+        assert list(store.state_items("", page=page)) == everything  # type: ignore[call-arg]
+    middle = keys[len(keys) // 2]
+    assert [k for k, _ in store.state_items("", middle)] == [k for k in keys if k > middle]
+    actors = [k for k in keys if k.startswith("actor/")]
+    assert [k for k, _ in store.state_items("actor/", actors[0])] == actors[1:]
+    sizes = [size for size, _ in store.checkpoints()]
+    assert sizes == sorted(sizes)
+    assert [s for s, _ in store.checkpoints(sizes[1])] == sizes[2:]
+    assert [s for s, _ in store.checkpoints(page=1)] == sizes  # type: ignore[call-arg]
