@@ -27,7 +27,9 @@ The numbered steps below are the same as in ``docs/verification.md``:
    genesis origin; its root equals the recomputed root at that size — kind
    ``checkpoint``. An RFC 9162 consistency proof between each successive pair is
    generated from the recomputed tree and verified with :mod:`ledger.merkle_verify`
-   — kind ``consistency``.
+   — kind ``consistency``; its state-map root (``ledger.vmap``) equals the root of
+   the replayed world state at that size — kind ``map`` (once a checkpoint carries a
+   map root, every later one must).
 7. **Stored nodes** (when ``stored_nodes`` is given): every stored perfect subtree
    equals the recomputed one and every recomputed one is stored — kind ``leaf`` for a
    level-0 node, ``node`` above, at the first leaf the node covers; a node over leaves
@@ -59,7 +61,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Protocol
 
-from ledger import merkle, merkle_verify
+from ledger import merkle, merkle_verify, vmap
 from ledger.canonical import canonical, parse
 from ledger.checkpoint import Checkpoint, verify_checkpoint
 from ledger.errors import InvalidInput, LedgerError, RuleViolation, VerificationError
@@ -68,7 +70,7 @@ from ledger.rules import Context, MemoryState, Record, apply
 
 #: Failure kinds (stable codes, listed in docs/verification.md).
 KINDS: Final = ("missing", "leaf", "signature", "key", "time", "rule", "checkpoint",
-                "consistency", "node", "state")
+                "consistency", "node", "state", "map")
 _RULE_KINDS: Final = {"signature": "signature", "revoked-key": "key",
                       "unknown-signer": "key", "clock-skew": "time"}
 PROGRESS_EVERY: Final = 1000
@@ -195,6 +197,12 @@ class _Replay:
         self.written_at: dict[str, int] = {}
         self.last_time = 0
         self.progress = progress
+        #: The state map, and its root after every entry (32 bytes each).
+        self.map = vmap.MemoryMap()
+        self.map_roots = bytearray()
+
+    def map_root(self, size: int) -> bytes:
+        return bytes(self.map_roots[(size - 1) * 32:size * 32]) if size else vmap.ZERO
 
     def run(self, entries: Iterable[EntryLike]) -> _Failure | None:
         for raw in entries:
@@ -234,7 +242,8 @@ class _Replay:
                             f"{entry.ledger_time} differs from the row's {ledger_time}")
         # 3. Signature and custody rules, on the state as of this index.
         try:
-            effects = apply(self.state, entry.signed, Context(index, entry.ledger_time))
+            effects = apply(self.state, entry.signed,
+                            Context(index, entry.ledger_time, leaf_hash))
         except RuleViolation as exc:
             kind = _RULE_KINDS.get(exc.rule, "rule")
             return _Failure(index, kind, f"entry {index} is refused by rule {exc.rule!r}: "
@@ -247,8 +256,10 @@ class _Replay:
                             f"is before the previous entry's {self.last_time}")
         self.last_time = entry.ledger_time
         self.state.commit(effects)
-        for key in effects.writes:
+        for key, value in effects.writes.items():
             self.written_at[key] = index
+            self.map.set(key, value)
+        self.map_roots += self.map.root()
         self.tree.append(leaf_hash)
         return None
 
@@ -283,6 +294,7 @@ def _checkpoints(cps: Iterable[tuple[int, str]], replay: _Replay, complete: bool
     tree, n = replay.tree, replay.tree.size
     origin = _origin(replay)
     prev: Checkpoint | None = None
+    mapped = False  # a checkpoint with a state-map root was seen: all later ones need one
     for size, note in cps:
         if prev is not None and size <= prev.size:
             return _Failure(min(size, n), "checkpoint", f"checkpoint of size {size} is out of "
@@ -304,6 +316,18 @@ def _checkpoints(cps: Iterable[tuple[int, str]], replay: _Replay, complete: bool
         if not hmac.compare_digest(cp.root, tree.root(size)):
             return _Failure(at, "checkpoint", f"checkpoint of size {size} has root "
                             f"{cp.root.hex()} but the entries give {tree.root(size).hex()}")
+        try:
+            map_root = vmap.root_of(cp.extensions)
+        except VerificationError as exc:
+            return _Failure(at, "map", f"checkpoint of size {size}: {exc.message}")
+        if map_root is None and mapped:
+            return _Failure(at, "map", f"checkpoint of size {size} carries no state-map root")
+        if map_root is not None:
+            mapped = True
+            if not hmac.compare_digest(map_root, replay.map_root(size)):
+                return _Failure(at, "map", f"checkpoint of size {size} signs state-map root "
+                                f"{map_root.hex()} but the replayed state gives "
+                                f"{replay.map_root(size).hex()}")
         if prev is not None:
             try:
                 proof = merkle.consistency_proof(prev.size, size, _TreeMapping(tree))

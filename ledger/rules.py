@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ledger import events as ev
+from ledger import merkle
 from ledger import payloads as pl
 from ledger.errors import Conflict, InvalidSignature, RuleViolation
 from ledger.vocab import CUSTODIAL_ROLES, DOMESTIC_ONLY_INSTRUMENTS, STRONG_DIGESTS
@@ -38,6 +40,13 @@ class Context:
 
     index: int
     ledger_time: int
+    #: The entry's RFC 6962 leaf hash when the caller already has it (else computed).
+    leaf_hash: bytes | None = None
+
+    def leaf_hash_of(self, signed: ev.SignedEvent) -> bytes:
+        if self.leaf_hash is not None:
+            return self.leaf_hash
+        return merkle.leaf_hash(ev.Entry(self.index, self.ledger_time, signed).leaf_bytes())
 
 
 @dataclass(slots=True)
@@ -109,7 +118,42 @@ def apply(view: StateView, signed: ev.SignedEvent, ctx: Context) -> Effects:
     effects.writes[nonce_key] = {"event_id": signed.event_id, "index": ctx.index,
                                  "result": effects.result}
     effects.refs.append(signer["id"])
+    subjects_ = subjects(event)
+    if subjects_:
+        leaf_hash = ctx.leaf_hash_of(signed)
+        for subject in subjects_:
+            key = "hist/" + subject
+            prev = effects.writes.get(key) or view.get(key)
+            effects.writes[key] = advance_history(prev, ctx.index, leaf_hash)
     return effects
+
+
+def subjects(event: ev.Event) -> list[str]:
+    """The history subjects an event belongs to, from its signed payload alone.
+
+    ``art/ID`` for every event about artefact ID (registration, dispatch, receipt,
+    access, verification) and ``sha256/HEX`` for a registration with that SHA-256. The
+    state keeps one accumulator per subject under ``hist/<subject>`` (see
+    :func:`advance_history`); proven against a checkpoint's state map, it lets a
+    verifier holding only that checkpoint know it has ALL of an artefact's events."""
+    p = event.payload
+    if event.kind == ev.ARTEFACT_REGISTER:
+        return ["art/" + p["id"], "sha256/" + p["digests"]["sha256"]]
+    if event.kind in _ARTEFACT_KINDS:
+        return ["art/" + p["artefact"]]
+    return []
+
+
+HISTORY_START = "00" * 32
+
+
+def advance_history(prev: Record | None, index: int, leaf_hash: bytes) -> Record:
+    """``{"n", "first", "last", "acc"}`` after one more entry of a subject, where
+    ``acc = SHA-256(acc_before || leaf_hash)`` starting from 32 zero bytes."""
+    acc = bytes.fromhex(prev["acc"] if prev else HISTORY_START)
+    return {"n": (prev["n"] if prev else 0) + 1,
+            "first": prev["first"] if prev else index, "last": index,
+            "acc": hashlib.sha256(acc + leaf_hash).hexdigest()}
 
 
 def _check_envelope(view: StateView, ledger: Record, signed: ev.SignedEvent,
@@ -408,5 +452,7 @@ _NEEDS_ROLE: dict[str, frozenset[str]] = {
 }
 #: Kinds that move custody and therefore carry the artefact head in ``prev``.
 _CHAINED = frozenset({ev.DISPATCH, ev.RECEIPT})
+#: Kinds whose payload names the artefact in ``artefact``.
+_ARTEFACT_KINDS = frozenset({ev.DISPATCH, ev.RECEIPT, ev.ACCESS, ev.VERIFICATION})
 #: Kinds after which the artefact's head is this event's id.
 _HEAD_MOVERS = _CHAINED | {ev.ARTEFACT_REGISTER}

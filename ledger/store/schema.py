@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -57,6 +58,37 @@ state = Table(
     Column("key", String(200), primary_key=True),
     Column("value", Text, nullable=False),
     Column("idx", BigInteger, nullable=False),
+    Column("bucket", Integer, nullable=True, index=False),
+    Index("state_bucket", "bucket"),
+)
+
+#: Append-only. Every state write: (key, log size after its batch, map bucket, value).
+#: The state as of tree size N is the newest row per key with ``size`` <= N.
+state_log = Table(
+    "state_log", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("bucket", Integer, nullable=True),
+    Column("value", Text, nullable=False),
+    Index("state_log_bucket", "bucket", "size"),
+)
+
+#: Append-only. Versioned state-map nodes (``ledger/vmap.py``): node (level, idx) as of
+#: tree size N is the row with the largest ``size`` <= N; a missing node is empty.
+map_nodes = Table(
+    "map_nodes_v", metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+#: Append-only. Witness cosignature lines (C2SP tlog-cosignature) by checkpoint size.
+cosignatures = Table(
+    "cosignatures", metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", String(300), primary_key=True),
+    Column("line", Text, nullable=False),
 )
 
 #: Single row: size and last ledger time. Also the row writers lock on PostgreSQL.
@@ -67,4 +99,5 @@ head = Table(
     Column("last_time", BigInteger, nullable=False),
 )
 
-APPEND_ONLY = ("entries", "merkle_nodes", "checkpoints", "refs")
+APPEND_ONLY = ("entries", "merkle_nodes", "checkpoints", "refs", "state_log", "map_nodes_v",
+               "cosignatures")

@@ -21,12 +21,13 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ledger import merkle
+from ledger import merkle, vmap
 from ledger.canonical import canonical
-from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from ledger.errors import (
     Backpressure,
     Conflict,
+    IntegrityFault,
     InvalidInput,
     LedgerError,
     NotFound,
@@ -37,6 +38,7 @@ from ledger.note import NoteSigner
 from ledger.rules import Context, Record, apply
 from ledger.store import schema as t
 from ledger.store.base import AppendResult, StoredEntry
+from ledger.store.sqlmap import MapCache, map_proof
 
 Clock = Callable[[], int]
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -113,18 +115,23 @@ _NODES_PG = sa.text(
 #: The same SQL on SQLite (>= 3.24) and PostgreSQL. A constant text() statement stays in
 #: SQLAlchemy's compiled cache; the dialect ``on_conflict_do_update`` construct does not.
 _UPSERT_STATE = sa.text(
-    "INSERT INTO state (key, value, idx) VALUES (:key, :value, :idx) "
+    "INSERT INTO state (key, value, idx, bucket) VALUES (:key, :value, :idx, :bucket) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, idx = excluded.idx")
+_CHECKPOINT_AT = sa.select(t.checkpoints.c.note).where(
+    t.checkpoints.c.size == sa.bindparam("size"))
 
 
 class _SqlView:
     """The rules' StateView over the ``state`` table, with the batch's pending writes.
 
-    Reads are cached for the life of the view: writers hold the ledger's write lock, so
-    nothing but this transaction changes the state while the view exists."""
+    A mapped record is read with its whole bucket, verified against the state-map root
+    signed in the latest checkpoint (:class:`ledger.store.sqlmap.MapCache`): a state row
+    edited outside the log is refused, never used. Unmapped bookkeeping (``nonce/``) is
+    read directly; a replayed event still fails on the unique event id."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, cache: MapCache | None = None) -> None:
         self.conn = conn
+        self.cache = cache
         self.pending: dict[str, Record] = {}
         self._read: dict[str, Record | None] = {}
         # The hot read goes straight to the DBAPI cursor of this same connection (and so
@@ -137,6 +144,8 @@ class _SqlView:
     def get(self, key: str) -> Record | None:
         if key in self.pending:
             return self.pending[key]
+        if self.cache is not None and vmap.mapped(key):
+            return self.cache.bucket(self.conn, vmap.bucket_of(key)).get(key)
         if key in self._read:
             return self._read[key]
         self._cursor.execute(self._sql, (key,))
@@ -158,6 +167,7 @@ class SqlStore:
         self.signer = signer
         self.clock = clock
         self._frontier: merkle.Frontier | None = None
+        self._map: MapCache | None = None
         self._lock = threading.Lock()  # guards the frontier cache only
 
     @classmethod
@@ -194,15 +204,15 @@ class SqlStore:
             with self.engine.begin() as conn:
                 return self._append_locked(conn, batch)
         except OperationalError as exc:
-            self._frontier = None
+            self._frontier = self._map = None
             if "locked" in str(exc).lower() or "busy" in str(exc).lower():
                 raise Backpressure("the ledger is busy; retry shortly", 1.0) from exc
             raise UpstreamError(f"database error while appending: {exc.orig}") from exc
         except DBAPIError as exc:
-            self._frontier = None
+            self._frontier = self._map = None
             raise UpstreamError(f"database error while appending: {exc.orig}") from exc
         except BaseException:
-            self._frontier = None
+            self._frontier = self._map = None
             raise
 
     def _append_locked(self, conn: Connection,
@@ -210,7 +220,8 @@ class SqlStore:
         query = _HEAD_FOR_UPDATE if conn.dialect.name == "postgresql" else _HEAD
         size, last_time = conn.execute(query).one()
         frontier = self._load_frontier(conn, size)
-        view = _SqlView(conn)
+        cache = self._map_cache(conn, size)
+        view = _SqlView(conn, cache)
         now = max(self.clock(), last_time)
         # One outcome per event; accepted ones are filled in once the checkpoint is signed.
         outcomes: list[AppendResult | LedgerError | None] = []
@@ -227,13 +238,13 @@ class SqlStore:
                     continue
                 if index == 0:
                     self._check_genesis_origin(signed)
-                effects = apply(view, signed, Context(index, now))
+                leaf = Entry(index, now, signed).leaf_bytes()
+                leaf_hash = merkle.leaf_hash(leaf)
+                effects = apply(view, signed, Context(index, now, leaf_hash))
             except LedgerError as exc:
                 outcomes.append(exc)
                 continue
             view.pending.update(effects.writes)
-            leaf = Entry(index, now, signed).leaf_bytes()
-            leaf_hash = merkle.leaf_hash(leaf)
             accepted.append((len(outcomes), leaf_hash, signed.event_id, effects.result))
             outcomes.append(None)
             rows.append({"idx": index, "leaf": leaf, "leaf_hash": leaf_hash,
@@ -243,18 +254,48 @@ class SqlStore:
             ref_rows += [{"ref": r, "idx": index} for r in dict.fromkeys(effects.refs)]
         if accepted:
             new_size = size + len(accepted)
-            note = self._checkpoint(frontier)
+            encoded = {k: canonical(v).decode() for k, v in view.pending.items()}
+            map_root = cache.commit(conn, view.pending, new_size, encoded)
+            note = self._checkpoint(frontier, map_root)
             conn.execute(_INSERT_ENTRIES, rows)
             conn.execute(_INSERT_NODES, node_rows)
             if ref_rows:
                 conn.execute(_INSERT_REFS, ref_rows)
-            self._write_state(conn, view.pending, new_size - 1)
+            self._write_state(conn, encoded, new_size - 1)
             conn.execute(_INSERT_CHECKPOINT, [{"size": new_size, "note": note}])
             conn.execute(_UPDATE_HEAD, {"new_size": new_size, "new_time": now})
             for n, (slot, leaf_hash, event_id, result) in enumerate(accepted):
                 outcomes[slot] = AppendResult(size + n, leaf_hash, event_id, now, note, result)
-        self._frontier = frontier
+        self._frontier, self._map = frontier, cache
         return [o for o in outcomes if o is not None]
+
+    def _map_cache(self, conn: Connection, size: int) -> MapCache:
+        """The verified state-map cache for this batch, checked against the latest
+        checkpoint's signature and its state-map root."""
+        assert self.signer is not None  # noqa: S101 - checked by append_many
+        if size == 0:
+            return MapCache(None)
+        note = conn.execute(_CHECKPOINT_AT, {"size": size}).scalar_one_or_none()
+        if note is None:
+            raise IntegrityFault(f"the log has {size} entries but no checkpoint of that size; "
+                                 "writes are refused (run 'custody audit')", kind="checkpoint")
+        try:
+            cp = verify_checkpoint(str(note), self.signer.verifier_key)
+            root = vmap.root_of(cp.extensions)
+        except LedgerError as exc:
+            raise IntegrityFault(f"the latest checkpoint (size {size}) does not verify with "
+                                 f"the log key: {exc}; writes are refused",
+                                 kind="checkpoint") from None
+        if cp.size != size:
+            raise IntegrityFault(f"the latest checkpoint covers {cp.size} entries, the log has "
+                                 f"{size}; writes are refused", kind="checkpoint")
+        cached = self._map
+        if cached is not None and root is not None and cached.root == root:
+            return cached
+        cache = MapCache(root)
+        if root is None:  # a ledger from before the state map: map its state once
+            cache.bootstrap(conn, size)
+        return cache
 
     def _duplicate(self, conn: Connection, view: _SqlView, signed: SignedEvent,
                    size: int) -> AppendResult | None:
@@ -276,16 +317,18 @@ class SqlStore:
             raise InvalidInput(f"the log key is named {self.signer.name!r} but the genesis "
                                f"origin is {signed.event.origin!r}")
 
-    def _checkpoint(self, frontier: merkle.Frontier) -> str:
+    def _checkpoint(self, frontier: merkle.Frontier, map_root: bytes) -> str:
         assert self.signer is not None  # noqa: S101 - checked by append_many
-        cp = Checkpoint(self.signer.name, frontier.size, frontier.root())
+        cp = Checkpoint(self.signer.name, frontier.size, frontier.root(),
+                        (vmap.extension_line(map_root),))
         return sign_checkpoint(cp, self.signer)
 
-    def _write_state(self, conn: Connection, writes: dict[str, Record], index: int) -> None:
-        if writes:
+    def _write_state(self, conn: Connection, encoded: dict[str, str], index: int) -> None:
+        if encoded:
             conn.execute(_UPSERT_STATE,
-                         [{"key": k, "value": canonical(v).decode(), "idx": index}
-                          for k, v in writes.items()])
+                         [{"key": k, "value": v, "idx": index,
+                           "bucket": vmap.bucket_of(k) if vmap.mapped(k) else None}
+                          for k, v in encoded.items()])
 
     def _load_frontier(self, conn: Connection, size: int) -> merkle.Frontier:
         with self._lock:
@@ -434,3 +477,102 @@ class SqlStore:
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         plan = merkle.consistency_plan(old, new)
         return merkle.consistency_proof(old, new, self._fetch(plan, new))
+
+    # ---- state map and checkpoints at a size ----------------------------------------
+
+    def map_proof(self, key: str, size: int) -> vmap.MapProof:
+        """Proof of ``key``'s value (or absence) in the state map as of tree ``size``."""
+        with self.reader.connect() as conn:
+            current = int(conn.execute(_HEAD).one()[0])
+            if size > current:
+                raise NotFound(f"the log has {current} entries, not {size}")
+            return map_proof(conn, key, size)
+
+    def checkpoint_at(self, size: int) -> str:
+        """The log's signed checkpoint of exactly ``size`` entries."""
+        with self.reader.connect() as conn:
+            note = conn.execute(_CHECKPOINT_AT, {"size": size}).scalar_one_or_none()
+        if note is None:
+            raise NotFound(f"the log has no checkpoint of size {size}")
+        return str(note)
+
+    # ---- witness cosignatures (C2SP tlog-cosignature; issue #8 item 4) -------------
+    # Kept apart from the append path: a cosignature is checked with the witness key it
+    # names, over the stored checkpoint's text, and appended to ``cosignatures`` (an
+    # append-only table). The log itself never changes.
+
+    def _witness_note(self, size: int) -> str:
+        with self.reader.connect() as conn:
+            note = conn.execute(sa.select(t.checkpoints.c.note)
+                                .where(t.checkpoints.c.size == size)).scalar_one_or_none()
+        if note is None:
+            raise NotFound(f"the log has no checkpoint of size {size}")
+        return str(note)
+
+    def add_cosignature(self, size: int, witness_key: str, line: str) -> str:
+        """Store ``witness_key``'s cosignature ``line`` over the checkpoint of ``size``
+        and return the stored line. Idempotent: if that witness already cosigned that
+        size, its FIRST line is kept and returned. NotFound for an unknown size;
+        InvalidInput / VerificationError for a malformed or invalid cosignature, or when
+        the checkpoint already carries ``MAX_WITNESSES`` witnesses."""
+        from ledger.witness import MAX_WITNESSES, check_cosignature
+
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidInput("a checkpoint size must be a non-negative integer")
+        canonical_line = check_cosignature(self._witness_note(size), witness_key, line)
+        c = t.cosignatures.c
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":  # serialise writers per checkpoint
+                    conn.execute(sa.select(t.checkpoints.c.size)
+                                 .where(t.checkpoints.c.size == size).with_for_update())
+                stored = conn.execute(sa.select(c.line).where(
+                    c.size == size, c.witness == witness_key)).scalar_one_or_none()
+                if stored is not None:
+                    return str(stored)
+                count = int(conn.execute(sa.select(sa.func.count()).select_from(
+                    t.cosignatures).where(c.size == size)).scalar_one())
+                if count >= MAX_WITNESSES:
+                    raise InvalidInput(f"the checkpoint of size {size} already carries "
+                                       f"{count} witness cosignatures, the most kept")
+                conn.execute(sa.insert(t.cosignatures), [
+                    {"size": size, "witness": witness_key, "line": canonical_line}])
+        except OperationalError as exc:
+            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+                raise Backpressure("the ledger is busy; retry shortly", 1.0) from exc
+            raise UpstreamError(f"database error while storing a cosignature: "
+                                f"{exc.orig}") from exc
+        except DBAPIError as exc:
+            raise UpstreamError(f"database error while storing a cosignature: "
+                                f"{exc.orig}") from exc
+        return canonical_line
+
+    def cosignatures(self, size: int) -> dict[str, str]:
+        """The stored cosignature lines of the checkpoint of ``size``, by witness key."""
+        c = t.cosignatures.c
+        with self.reader.connect() as conn:
+            rows = conn.execute(sa.select(c.witness, c.line).where(c.size == size)
+                                .order_by(c.witness)).all()
+        return {str(w): str(line) for w, line in rows}
+
+    def cosigned_note(self, size: int) -> str:
+        """The checkpoint of ``size`` with every stored cosignature line appended."""
+        from ledger.checkpoint import add_cosignature
+
+        note = self._witness_note(size)
+        for line in self.cosignatures(size).values():
+            note = add_cosignature(note, line)
+        return note
+
+    def witnessed_checkpoint(self, min_witnesses: int = 1) -> tuple[int, str] | None:
+        """The newest checkpoint with at least ``min_witnesses`` cosignatures, as
+        ``(size, cosigned note)``; None if there is none."""
+        if isinstance(min_witnesses, bool) or not isinstance(min_witnesses, int) \
+                or min_witnesses < 1:
+            raise InvalidInput("min_witnesses must be a positive integer")
+        c = t.cosignatures.c
+        with self.reader.connect() as conn:
+            size = conn.execute(sa.select(c.size).group_by(c.size)
+                                .having(sa.func.count() >= min_witnesses)
+                                .order_by(c.size.desc()).limit(1)).scalar_one_or_none()
+        return None if size is None else (int(size), self.cosigned_note(int(size)))
