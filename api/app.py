@@ -21,7 +21,7 @@ from api.committer import GroupCommitter
 from api.deps import strict_query
 from api.evidence_store import EvidenceStore
 from api.limits import STREAMED, BodyLimit
-from api.routes import artefacts, auth, events, log, objects
+from api.routes import artefacts, auth, events, log, objects, witness
 from api.runtime import Limits, Runtime
 from api.settings import Settings, check_sqlite_durability
 from ledger import keys
@@ -107,7 +107,7 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
                   "9457 application/problem+json.")
     app.state.runtime = runtime
     problems.install(app)
-    for module in (auth, events, log, objects, artefacts):
+    for module in (auth, events, log, objects, artefacts, witness):
         app.include_router(module.router)
 
     def cap_for(path: str) -> int | None:

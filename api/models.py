@@ -215,19 +215,33 @@ class VerifyRequest(Strict):
     artefact: IdStr | None = None
 
 
-class ProvenStep(BaseModel):
-    step: TimelineStep
-    leaf_hash: str
-    inclusion_proof: list[str]
+class VerifyOut(BaseModel):
+    """``ledger.bundle.VerifyResult`` serialised: the verdict and what it rests on."""
+
+    verdict: Literal["authentic", "mismatch", "not-registered", "verified", "fault"]
+    artefact_id: str | None
+    sha256: str | None
+    registered_digests: dict[str, str]
+    registered_sha256: str | None
+    size: int | None
+    case: str | None
+    exhibit: str | None
+    custodian: str | None
+    open_transfer: str | None
+    incidents: int
+    complete: bool
+    custody: list[JsonObject]
+    checkpoint: JsonObject | None
+    witnesses: list[str]
+    faults: list[JsonObject]
+    also_registered_as: list[str]
 
 
-class Verdict(BaseModel):
-    verdict: Literal["authentic", "mismatch", "not-registered"]
-    sha256: str
-    artefact: JsonObject | None
-    checkpoint: str | None
-    tree_size: int
-    timeline: list[ProvenStep]
+class BundleOut(BaseModel):
+    """A court bundle (docs/bundle.md) and the server's own cache faults."""
+
+    bundle: JsonObject
+    cache_faults: list[JsonObject]
 
 
 class ObjectOut(BaseModel):
@@ -250,3 +264,42 @@ class LogCheck(BaseModel):
     root_matches: bool
     leaf_hashes_match: bool
     problems: list[str]
+
+
+# ---- witness cosignatures (C2SP tlog-cosignature; api/routes/witness.py) --------------
+
+#: A witness verifier key ``name+keyid+base64(0x04 || Ed25519 public key)``.
+WitnessKey = Annotated[str, StringConstraints(
+    min_length=1, max_length=300, pattern=r"^[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]{44}$")]
+CosignatureLine = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class CosignatureIn(Strict):
+    """A witness's cosignature over the server's checkpoint of ``size``."""
+
+    size: Annotated[int, Field(ge=1, le=2**62)]
+    witness_key: WitnessKey
+    cosignature: CosignatureLine = Field(
+        description="the C2SP tlog-cosignature line '— <name> base64(keyid || timestamp "
+        "|| signature)'")
+
+
+class CosignatureOut(BaseModel):
+    size: int
+    witness_key: str
+    cosignature: str = Field(description="the stored line (the first one for this witness "
+                             "and size)")
+    duplicate: bool = Field(description="true when this witness had already cosigned this "
+                            "size")
+
+
+class CosignatureItem(BaseModel):
+    witness_key: str
+    cosignature: str
+
+
+class WitnessedCheckpoint(BaseModel):
+    size: int
+    note: str = Field(description="the log-signed checkpoint with every stored cosignature "
+                      "line appended")
+    cosignatures: list[CosignatureItem]

@@ -12,9 +12,11 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from ledger.errors import CheckpointRefused, NotFound, VerificationError
 from ledger.home import Home, custody, open_store
 from ledger.service import ActorKey, Custody
 from ledger.store.base import AppendResult, LedgerStore
+from ledger.trust import TrustDecision
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -69,8 +71,52 @@ class Ctx:
         self.acting = key.actor_id
         return key
 
-    def remember(self, note: str) -> None:
-        self.home.remember_checkpoint(note)
+    def remember(self, note: str, *, older_ok: bool = False) -> TrustDecision:
+        """Keep ``note`` (the ledger's checkpoint) as this client's trusted checkpoint,
+        only if it verifies with the pinned log key and extends the one kept (consistency
+        proof from the store, fetched only when needed). Raises
+        :class:`~ledger.errors.CheckpointRefused` (exit 1) and leaves the kept file as it
+        was otherwise. ``older_ok`` is for append receipts (:meth:`remember_receipt`)."""
+        return self.loaded().remember_checkpoint(
+            note, lambda old, new: self.reader().consistency_proof(old, new),
+            older_ok=older_ok)
+
+    def remember_receipt(self, receipt: AppendResult) -> TrustDecision:
+        """Check an append receipt's checkpoint (embedded or from a server) and keep it
+        if it advances the kept one. It must verify with the pinned log key, cover the
+        appended index, and be consistent with the kept checkpoint; it may be OLDER than
+        the kept one (another process of this home appended meanwhile, or an idempotent
+        retry returns the original receipt) when the kept one provably extends it."""
+        decision = self.remember(receipt.checkpoint, older_ok=True)
+        if decision.received.size <= receipt.index:
+            raise CheckpointRefused(
+                f"the append receipt's checkpoint (size {decision.received.size}) does not "
+                f"cover its own log index {receipt.index}, so the receipt is not evidence "
+                "of the append", "unverified")
+        return decision
+
+    def latest_trusted(self) -> tuple[str, TrustDecision]:
+        """The ledger's latest checkpoint note and the trust decision on it. A rollback
+        is re-checked once with a fresh fetch: another process of this home may have
+        kept a newer checkpoint between our fetch and our check; a truly stale view
+        stays stale and is refused."""
+        for attempt in range(2):
+            note = self.reader().latest_checkpoint()
+            if note is None:
+                raise NotFound("the log has no checkpoint yet")
+            try:
+                return note, self.remember(note)
+            except CheckpointRefused as exc:
+                if exc.kind != "rollback" or attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def trusted_checkpoint(self) -> str:
+        """The ledger's latest checkpoint, once it has passed :meth:`remember`: verified
+        with the pinned log key and proven to extend the checkpoint this client kept,
+        which it then replaces. Returns the note now kept (the whole signed note,
+        cosignature lines included). Raises CheckpointRefused (exit 1) otherwise."""
+        return self.latest_trusted()[1].note
 
     def close(self) -> None:
         if self._store is not None:
@@ -118,7 +164,13 @@ def done(ctx: Any, json_: bool, receipt: AppendResult, fields: dict[str, Any],
          message: str) -> None:
     """Report a successful append: JSON object, or one line of text."""
     c = get(ctx)
-    c.remember(receipt.checkpoint)
+    try:
+        c.remember_receipt(receipt)
+    except VerificationError as exc:  # the append happened: say so, then refuse
+        message = f"log index {receipt.index} was appended, but {exc.message}"
+        if isinstance(exc, CheckpointRefused):
+            raise CheckpointRefused(message, exc.kind) from None
+        raise VerificationError(message) from None
     if want_json(ctx, json_):
         emit_json({**fields, "log_index": receipt.index, "event_id": receipt.event_id,
                    "ledger_time": receipt.ledger_time, "duplicate": receipt.duplicate})

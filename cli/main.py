@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as _click_exceptions
 
 from cli import context
-from cli.commands import cases, custody, demo, identity, log, server, setup
+from cli.commands import bundle, cases, custody, demo, identity, log, server, setup, witness
 from cli.errors import EXIT_CODES_HELP, INVALID, exit_code
 from ledger.errors import LedgerError
 from ledger.home import Home
@@ -62,6 +62,8 @@ app.add_typer(identity.actor_app, name="actor")
 app.add_typer(cases.case_app, name="case")
 app.add_typer(cases.lb_app, name="legal-basis")
 app.add_typer(log.app, name="log")
+app.add_typer(witness.app, name="witness")
+app.add_typer(bundle.app, name="bundle")
 
 
 def run(argv: list[str] | None = None) -> int:

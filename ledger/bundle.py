@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from ledger import events as ev
 from ledger import merkle, vmap
+from ledger import payloads as pl
 from ledger.checkpoint import Checkpoint, verify_checkpoint, verify_cosignatures
 from ledger.errors import InvalidInput, LedgerError, VerificationError
 from ledger.merkle_verify import verify_inclusion
@@ -259,7 +260,7 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
                   f"checkpoint this client trusts is size {expect.size} with another root")
     # B3. Witnesses.
     named: tuple[str, ...] = ()
-    if witnesses:
+    if witnesses or quorum:  # a quorum demanded with no keys is a fault, never skipped
         try:
             named = tuple(verify_cosignatures(bundle.checkpoint, witnesses, quorum))
         except (VerificationError, InvalidInput) as exc:
@@ -292,6 +293,9 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
             continue
         try:
             entry = ev.Entry.from_leaf(item.leaf)
+            # The rules validated every payload on append; one that does not validate
+            # is in a log the rules never ran on, and is never read further.
+            pl.validate(entry.signed.event.kind, entry.signed.event.payload)
         except (LedgerError, ValueError, TypeError) as exc:
             run.fault("leaf", f"entry {item.index} does not parse: {exc}", index=item.index)
             continue
@@ -308,7 +312,7 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
             continue
         try:
             vmap.verify_map_proof(map_root, proof)
-        except VerificationError as exc:
+        except (VerificationError, InvalidInput) as exc:  # InvalidInput: value not JCS
             run.fault("map", str(exc), key=proof.key)
             continue
         proven[proof.key] = proof.value
@@ -490,7 +494,11 @@ def _signer(run: _Run, signed: ev.SignedEvent, index: int,
         return None
     try:
         public = base64.b64decode(actor["public_key"], validate=True)
-        enrolled, revoked = int(actor["enrolled_at"]), actor.get("revoked_at")
+        enrolled, revoked = actor["enrolled_at"], actor.get("revoked_at")
+        if not all(isinstance(v, int) and not isinstance(v, bool)
+                   for v in (enrolled, *(() if revoked is None else (revoked,)))) \
+                or not isinstance(actor.get("org", "?"), str):
+            raise TypeError("enrolled_at, revoked_at or org")
     except (KeyError, TypeError, ValueError, binascii.Error):
         run.fault("key", f"the proven record {key!r} is malformed", key=key, index=index)
         return None
@@ -525,7 +533,8 @@ def _legal_basis(run: _Run, lb_id: str | None,
     if lb_id is None:
         return None
     rec = proven.get("lb/" + lb_id)
-    entry = entries.get(rec["recorded_at"]) if rec else None
+    at = rec.get("recorded_at") if rec else None
+    entry = entries.get(at) if isinstance(at, int) else None
     if entry is None or entry[0].signed.event.kind != ev.LEGAL_BASIS \
             or entry[0].signed.event.payload.get("id") != lb_id:
         run.fault("legal-basis", f"entry {index} cites legal basis {lb_id!r}, whose signed "

@@ -15,7 +15,9 @@ exit codes (``cli/errors.py``). Nothing else invents error handling.
     ├── RuleViolation                a custody rule refused the event       (CLI 3, HTTP 409/422)
     │   └── Conflict                 lost a race / duplicate id / replay    (CLI 3, HTTP 409)
     ├── VerificationError            a proof, signature or digest failed    (CLI 1, HTTP 422)
-    │   └── InvalidSignature         an Ed25519 / note signature failed
+    │   ├── InvalidSignature         an Ed25519 / note signature failed
+    │   └── CheckpointRefused        a client refused a checkpoint (``kind``: unverified,
+    │                                kept-invalid, rollback, fork; ledger/trust.py)
     ├── IntegrityFault               stored data is inconsistent (audit)    (CLI 1, HTTP 500)
     ├── Backpressure                 overloaded; retry later                (CLI 5, HTTP 503)
     └── UpstreamError                a backend (PostgreSQL, Fabric) failed  (CLI 5, HTTP 502)
@@ -82,6 +84,24 @@ class VerificationError(LedgerError):
 
 class InvalidSignature(VerificationError):
     code = "invalid-signature"
+
+
+class CheckpointRefused(VerificationError):
+    """A client refused to trust a checkpoint (:func:`ledger.trust.update_trusted`).
+
+    ``kind`` is a stable code: ``unverified`` (the new checkpoint is unsigned, foreign
+    or badly signed), ``kept-invalid`` (the checkpoint the client kept no longer
+    verifies: its file was edited), ``rollback`` (the new checkpoint is older than the
+    kept one) or ``fork`` (same size with another root or text, or no valid consistency
+    proof from the kept one: a split view).
+    """
+
+    code = "checkpoint-refused"
+    KINDS = ("unverified", "kept-invalid", "rollback", "fork")
+
+    def __init__(self, message: str, kind: str = "unverified") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class IntegrityFault(LedgerError):

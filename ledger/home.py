@@ -6,8 +6,10 @@ Layout::
     HOME/keys/log.key         the log's checkpoint-signing key (embedded mode only)
     HOME/keys/actors/ID.key   each local actor's Ed25519 key (0600, Argon2id-encrypted)
     HOME/ledger.db            the SQLite ledger (embedded mode)
-    HOME/checkpoints/latest   the newest checkpoint this client has seen (kept outside the
-                              database so a truncated or rebuilt log is noticed)
+    HOME/checkpoints/latest   the newest checkpoint this client has accepted (0600; kept
+                              outside the database so a truncated or rebuilt log is
+                              noticed): it only ever advances through
+                              :func:`ledger.trust.update_trusted`
 
 This module is the composition root for embedded mode: the real clock and randomness
 are bound here, nowhere in the core.
@@ -15,19 +17,23 @@ are bound here, nowhere in the core.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ledger import _sodium, keys
-from ledger.errors import InvalidInput, NotFound
+from ledger.errors import CheckpointRefused, InvalidInput, NotFound, VerificationError
 from ledger.note import NoteSigner
 from ledger.service import ActorKey, Custody
 from ledger.store.base import LedgerStore
+from ledger.trust import Consistency, TrustDecision, update_trusted
 
 CONFIG = "config.json"
 
@@ -124,16 +130,93 @@ class Home:
 
     # ---- the client-kept checkpoint ------------------------------------------------
 
-    def remember_checkpoint(self, note: str) -> None:
-        folder = self.path / "checkpoints"
-        folder.mkdir(exist_ok=True, mode=0o700)
-        tmp = folder / "latest.tmp"
-        tmp.write_text(note)
-        os.replace(tmp, folder / "latest")
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / "latest"
+
+    def pinned_log_key(self) -> str:
+        """The log verifier key pinned at ``init``/``join``; every checkpoint is checked
+        against it. A home without one (made by an old version) is refused rather than
+        trusting the genesis key the ledger itself serves, which a rebuilt log controls."""
+        vkey = self.config.get("log_key")
+        if not isinstance(vkey, str) or not vkey:
+            raise VerificationError(
+                f"this home ({self.path}) has no pinned log key, so no checkpoint can be "
+                "trusted: compare 'custody log verifier-key' with the key the ledger's "
+                f"operator publishes and add it as \"log_key\" to {self.path / CONFIG}")
+        return vkey
+
+    def remember_checkpoint(self, note: str, consistency: Consistency | None = None, *,
+                            older_ok: bool = False) -> TrustDecision:
+        """Keep ``note`` as this client's trusted checkpoint if it verifies with the
+        pinned log key and extends the one kept (:func:`ledger.trust.update_trusted`,
+        with ``consistency(old, new)`` giving the proof, e.g. the store's
+        ``consistency_proof``). A refusal raises :class:`CheckpointRefused` and leaves
+        the kept file untouched; an accepted note is written atomically, mode 0600.
+        Without ``consistency`` only a first checkpoint (or the same one) is accepted.
+        ``older_ok``: the note is an append receipt's (see :func:`update_trusted`)."""
+        log_key = self.pinned_log_key()
+        folder = self.checkpoint_path.parent
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _locked(folder / ".lock"):
+            decision = update_trusted(self.remembered_checkpoint(), note, log_key,
+                                      consistency or _no_consistency, older_ok=older_ok)
+            if decision.advanced:
+                _write_atomically(self.checkpoint_path, decision.note)
+        return decision
 
     def remembered_checkpoint(self) -> str | None:
-        path = self.path / "checkpoints" / "latest"
-        return path.read_text() if path.exists() else None
+        path = self.checkpoint_path
+        if not path.exists():
+            return None
+        try:
+            return path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointRefused(f"the kept checkpoint {path} is not UTF-8 text: the file "
+                                    "was edited", "kept-invalid") from None
+
+
+def _no_consistency(old: int, new: int) -> list[bytes]:
+    raise VerificationError(f"no consistency proof source was given, so the kept checkpoint "
+                            f"(size {old}) cannot be advanced to size {new}")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX ``flock``) so two processes of this home do not
+    both read the kept checkpoint and then overwrite each other's newer one."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same folder (mkstemp
+    creates it 0600, and the rename keeps that mode), fsync, ``os.replace``, then fsync
+    the folder so the rename survives a crash."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(text.encode("utf-8"))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if sys.platform != "win32":
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def open_store(home: Home, *, writable: bool = True, create: bool = False,

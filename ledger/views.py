@@ -1,21 +1,21 @@
-"""Read models over a store: custody timeline, court verification, ledger status.
+"""Read models over a store: court verification (from proofs only), ledger status.
 
-Court verification (``verify_artefact``) is fail-closed: every entry of the artefact's
-history must carry a valid signature by its signer's key and an RFC 6962 inclusion
-proof against a checkpoint whose signature verifies with the log key.
+``verify`` never reads a verdict from the store's tables: it obtains the artefact's
+bundle (signed entries, inclusion proofs, state-map proofs) and checks it with the pure
+:func:`ledger.bundle.verify_bundle` against the pinned log key. ``timeline`` is the
+operator's index-based listing (used by the API's paged history), not a proof.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from ledger import events as ev
-from ledger import merkle
-from ledger.checkpoint import verify_checkpoint
-from ledger.errors import NotFound, VerificationError
-from ledger.merkle_verify import verify_inclusion
+from ledger.bundle import VerifyResult, verify_bundle
+from ledger.checkpoint import Checkpoint
+from ledger.errors import InvalidInput, NotFound
 from ledger.store.base import LedgerStore, StoredEntry
 
 
@@ -82,48 +82,21 @@ def _timeline(store: LedgerStore, artefact_id: str) -> tuple[
     return items, entries, actors
 
 
-def verify_artefact(store: LedgerStore, sha256: str, artefact_id: str | None = None,
-                    log_key: str | None = None) -> dict[str, Any]:
-    """Court verification of a file's SHA-256 (see module docstring).
-
-    Returns ``{"verdict": "authentic" | "not-registered" | "mismatch", ...}``; raises
-    :class:`VerificationError` if the ledger's own evidence (signatures, proofs,
-    checkpoint) does not verify — a verdict is never given on unverified data."""
-    sha256 = sha256.lower()
-    if artefact_id is None:
-        candidates = [ev.Entry.from_leaf(store.entry(i).leaf).signed.event
-                      for i in store.refs("sha256:" + sha256)]
-        ids = [e.payload["id"] for e in candidates if e.kind == ev.ARTEFACT_REGISTER]
-        if not ids:
-            return {"verdict": "not-registered", "artefact_id": None, "sha256": sha256,
-                    "custody": [], "checkpoint": None}
-        artefact_id = ids[0]
-    art = _record(store, "art/" + artefact_id, "artefact")
-    ledger = _record(store, "ledger", "ledger genesis")
-    key = log_key or ledger["log_key"]
-    if log_key is not None and log_key != ledger["log_key"]:
-        raise VerificationError("the ledger's log key is not the pinned verifier key")
-    note = store.latest_checkpoint()
-    if note is None:
-        raise VerificationError("the ledger has no checkpoint")
-    cp = verify_checkpoint(note, key, expected_origin=ledger["origin"])
-    items, entries, actors = _timeline(store, artefact_id)
-    for item, stored in zip(items, entries, strict=True):
-        index = item["index"]
-        signed = ev.Entry.from_leaf(stored.leaf).signed
-        ev.verify_event(signed, base64.b64decode(actors[signed.event.signer]["public_key"]))
-        # The proof binds the leaf BYTES: recompute the hash, never trust the stored column.
-        leaf_hash = merkle.leaf_hash(stored.leaf)
-        proof = store.inclusion_proof(index, cp.size)
-        verify_inclusion(leaf_hash, index, cp.size, proof, cp.root)
-        item |= {"leaf_hash": leaf_hash.hex(), "inclusion_proof": [h.hex() for h in proof],
-                 "tree_size": cp.size, "inclusion_verified": True}
-    verdict = "authentic" if art["digests"]["sha256"] == sha256 else "mismatch"
-    return {"verdict": verdict, "artefact_id": artefact_id, "sha256": sha256,
-            "registered_sha256": art["digests"]["sha256"], "custodian": art["custodian"],
-            "case": art["case"], "custody": items,
-            "checkpoint": {"origin": cp.origin, "size": cp.size,
-                           "root": cp.root.hex(), "note": note}}
+def verify(store: LedgerStore, *, log_key: str, sha256: str | None = None,
+           artefact_id: str | None = None, size: int | None = None,
+           expect: Checkpoint | None = None, witnesses: Sequence[str] = (),
+           quorum: int = 0) -> VerifyResult:
+    """Court verification: the store's bundle for the artefact (or for every registration
+    of ``sha256``) at ``size``, checked by :func:`ledger.bundle.verify_bundle` against the
+    pinned ``log_key`` — the ONE verification every client runs. Caches of the store
+    that disagree with what is proven are added as ``cache`` faults (never authentic)."""
+    if artefact_id is None and sha256 is None:
+        raise InvalidInput("name an artefact or a SHA-256 digest")
+    bundle, cache_faults = store.bundle(artefact_id=artefact_id,
+                                        sha256=None if artefact_id else sha256, size=size)
+    result = verify_bundle(bundle, log_key=log_key, evidence_sha256=sha256,
+                           witnesses=witnesses, quorum=quorum, expect=expect)
+    return result.with_faults(cache_faults)
 
 
 def status(store: LedgerStore) -> dict[str, Any]:

@@ -24,19 +24,18 @@ from fastapi.responses import FileResponse, JSONResponse
 from api.deps import CallerDep, RuntimeDep, StoreDep
 from api.evidence_store import check_sha256, hash_chunks
 from api.models import (
-    PAGE_MAX,
     AppendReceipt,
     ArtefactList,
     ArtefactOut,
+    BundleOut,
     Digests,
     Hex64,
     History,
     IdStr,
     Limit,
-    ProvenStep,
     SignedEventBody,
     TimelineStep,
-    Verdict,
+    VerifyOut,
     VerifyRequest,
 )
 from api.policy import Caller, can_see_artefact, visible
@@ -45,11 +44,12 @@ from api.routes.events import APPENDED
 from api.runtime import Runtime
 from api.writes import admit, append, parse_signed, view, write
 from ledger import events as ev
+from ledger import views
+from ledger.bundle import VerifyResult
 from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from ledger.events import Entry
 from ledger.rules import StateView
 from ledger.store.base import AppendResult, LedgerStore, StoredEntry
-from ledger.views import verify_artefact
 from ledger.vocab import CUSTODIAL_ROLES
 
 router = APIRouter(tags=["artefacts"])
@@ -251,51 +251,80 @@ def registered(store: LedgerStore, sha256: str) -> list[str]:
                               if e.kind == ev.ARTEFACT_REGISTER))
 
 
-def verdict_for(store: LedgerStore, caller: Caller, sha256: str,
-                artefact_id: str | None) -> Verdict:
-    """Authentic / mismatch / not-registered, with the proven custody timeline.
-
-    Only artefacts the caller may see are considered; the verdict itself is the court
-    verification of :func:`ledger.views.verify_artefact` (fail-closed: every entry's
-    signature and inclusion in the signed checkpoint are checked server side), and each
-    step carries its inclusion proof against that checkpoint for the client to check."""
-    v = view(store, caller)
+def _visible_target(store: LedgerStore, caller: Caller, sha256: str,
+                    artefact_id: str | None) -> str | None:
+    """The artefact to verify: the one named (if visible), else the first visible artefact
+    registered with ``sha256`` (the refs index is only a hint: the proof decides)."""
     if artefact_id is not None:
-        record: dict[str, Any] | None = artefact_for(store, caller, artefact_id)
+        return str(artefact_for(store, caller, artefact_id)["id"])
+    v = view(store, caller)
+    found = (v.get("art/" + i) for i in registered(store, sha256))
+    record = next((r for r in found if r and can_see_artefact(v, caller, r)), None)
+    return None if record is None else str(record["id"])
+
+
+def verdict_for(runtime: Runtime, caller: Caller, sha256: str,
+                artefact_id: str | None) -> VerifyOut:
+    """The court verification of :func:`ledger.views.verify` (the one verification every
+    client runs: from the artefact's bundle, against the log key), for the artefacts the
+    caller may see. A digest registered only for artefacts the caller may not see is
+    answered ``not-registered`` with ``complete`` false: nothing about them is revealed."""
+    store, key = runtime.store, runtime.verifier_key
+    if key is None:
+        raise NotFound("the ledger has no genesis event yet")
+    target = _visible_target(store, caller, sha256, artefact_id)
+    if target is None:
+        result = views.verify(store, log_key=key, sha256=sha256)
+        if result.verdict != "not-registered" or result.faults:
+            result = VerifyResult("not-registered", None, sha256)
     else:
-        found = (v.get("art/" + i) for i in registered(store, sha256))
-        record = next((r for r in found if r and can_see_artefact(v, caller, r)), None)
-    if record is None:
-        return Verdict(verdict="not-registered", sha256=sha256, artefact=None,
-                       checkpoint=store.latest_checkpoint(), tree_size=store.size(),
-                       timeline=[])
-    checked = verify_artefact(store, sha256, record["id"])
-    size, note = checked["checkpoint"]["size"], checked["checkpoint"]["note"]
-    entries, _ = history_entries(store, record["id"], -1, PAGE_MAX,
-                                 [item["index"] for item in checked["custody"]
-                                  if item["index"] < size])
-    steps = [ProvenStep(step=timeline_step(v, e), leaf_hash=stored.leaf_hash.hex(),
-                        inclusion_proof=[h.hex() for h in store.inclusion_proof(e.index, size)])
-             for stored, e in entries]
-    return Verdict(verdict=checked["verdict"], sha256=sha256, artefact=record,
-                   checkpoint=note, tree_size=size, timeline=steps)
+        result = views.verify(store, log_key=key, sha256=sha256, artefact_id=target)
+    return VerifyOut(**result.to_json())
 
 
-@router.post("/v1/verify", operation_id="verifyDigest", response_model=Verdict,
+@router.get("/v1/bundles", operation_id="getBundle", response_model=BundleOut,
+            responses=READ)
+def get_bundle(runtime: RuntimeDep, caller: CallerDep,
+               artefact: Annotated[IdStr | None, Query()] = None,
+               sha256: Annotated[Hex64 | None, Query()] = None,
+               size: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> BundleOut:
+    """The court bundle (docs/bundle.md) of an artefact the caller may see, or of a
+    SHA-256 digest, proven at checkpoint ``size`` (default: the latest). Clients verify
+    it themselves against the log key they pinned; ``cache_faults`` lists where the
+    server's own caches disagree with what is proven."""
+    store = runtime.store
+    if (artefact is None) == (sha256 is None):
+        raise InvalidInput("give exactly one of 'artefact' and 'sha256'")
+    if artefact is not None:
+        target: str | None = _visible_target(store, caller, "", artefact)
+    else:
+        assert sha256 is not None  # noqa: S101 - checked above
+        target = _visible_target(store, caller, sha256.lower(), None)
+    if target is not None:
+        bundle, faults = store.bundle(artefact_id=target, size=size)
+    else:
+        assert sha256 is not None  # noqa: S101 - an artefact was named or 404 was raised
+        bundle, faults = store.bundle(sha256=sha256.lower(), size=size)
+        hist = next((m for m in bundle.maps if m.key.startswith("hist/sha256/")), None)
+        if hist is None or hist.value is not None:
+            raise NotFound("no artefact with this SHA-256 is visible to you")
+    return BundleOut(bundle=bundle.to_json(), cache_faults=[f.to_json() for f in faults])
+
+
+@router.post("/v1/verify", operation_id="verifyDigest", response_model=VerifyOut,
              responses=READ)
-def verify_digest(body: VerifyRequest, store: StoreDep, caller: CallerDep) -> Verdict:
+def verify_digest(body: VerifyRequest, runtime: RuntimeDep, caller: CallerDep) -> VerifyOut:
     """Verify a digest (optionally against one artefact): verdict, timeline, proofs
     against the latest checkpoint. Only artefacts the caller may see are considered."""
-    return verdict_for(store, caller, body.sha256, body.artefact)
+    return verdict_for(runtime, caller, body.sha256.lower(), body.artefact)
 
 
-@router.put("/v1/verify/upload", operation_id="verifyUpload", response_model=Verdict,
+@router.put("/v1/verify/upload", operation_id="verifyUpload", response_model=VerifyOut,
             responses=problems(401, 404, 413, 422, 502, 503), openapi_extra=UPLOAD_BODY)
 async def verify_upload(request: Request, runtime: RuntimeDep, caller: CallerDep,
-                        artefact: Annotated[IdStr | None, Query()] = None) -> Verdict:
+                        artefact: Annotated[IdStr | None, Query()] = None) -> VerifyOut:
     """Stream a file (never stored), hash it, and verify its SHA-256 as above."""
     cap = runtime.limits.max_upload_bytes
     _content_length(request, cap)
     got = await anyio.to_thread.run_sync(hash_chunks, _chunk_source(request), cap)
-    return await anyio.to_thread.run_sync(verdict_for, runtime.store, caller, got.sha256,
-                                          artefact)
+    return await anyio.to_thread.run_sync(verdict_for, runtime, caller, got.sha256, artefact)

@@ -9,7 +9,9 @@ import typer
 
 from cli import context
 from cli.options import As, Json, check_choice
+from cli.witness_opts import Quorum, Witnesses
 from ledger import views
+from ledger.errors import NotFound
 from ledger.evidence import Digests, hash_file
 from ledger.vocab import ACCESS_ACTIONS, ARTEFACT_TYPES
 
@@ -142,27 +144,46 @@ def access(
 def history(
     ctx: typer.Context,
     artefact: Annotated[str, typer.Argument(help="Artefact id.")],
+    witnesses: Witnesses = None,
+    quorum: Quorum = None,
     as_: As = None,
     json_: Json = False,
 ) -> None:
     """Show the custody timeline: who, which agency and country, legal basis, digests
-    checked, log index and ledger time."""
-    items = views.timeline(context.get(ctx).reading_as(as_).reader(), artefact)
+    checked, log index and ledger time. Every line is a signed entry proven against the
+    checkpoint this client trusts, and the list is proven complete; exit 1 otherwise."""
+    from cli.commands.bundle import checkpoint_for
+
+    c = context.get(ctx).reading_as(as_)
+    cp, _note, keys, need = checkpoint_for(c, witnesses, quorum)
+    result = views.verify(c.reader(), log_key=c.loaded().pinned_log_key(),
+                          artefact_id=artefact, size=cp.size, expect=cp,
+                          witnesses=keys, quorum=need)
+    if result.verdict == "not-registered":
+        raise NotFound(f"unknown artefact {artefact!r}")
+    items = [t.to_json() for t in result.timeline]
     if context.want_json(ctx, json_):
-        context.emit_json({"artefact_id": artefact, "custody": items})
-        return
-    _table(items)
+        context.emit_json({"artefact_id": artefact, "custody": items,
+                           "complete": result.complete, "tree_size": cp.size,
+                           "faults": [f.to_json() for f in result.faults]})
+    else:
+        table(items)
+    if not result.ok:
+        for fault in result.faults:
+            where = f" [{fault.key}]" if fault.key else ""
+            context.err_console.print(f"[red]fault[/] {fault.kind}{where}: {fault.detail}")
+        raise typer.Exit(1)
 
 
-def _table(items: list[dict[str, Any]]) -> None:
+def table(items: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    table = Table("#", "ledger time (UTC)", "event", "by", "agency", "country", "legal basis")
+    out = Table("#", "ledger time (UTC)", "event", "by", "agency", "country", "legal basis")
     for it in items:
-        table.add_row(str(it["index"]), it["ledger_time"], it["summary"],
-                      f"{it['signer_name']} ({it['signer']})", it["org"], it["jurisdiction"],
-                      it.get("legal_basis") or "")
-    context.console.print(table)
+        out.add_row(str(it["index"]), it["ledger_time"], it["summary"],
+                    f"{it['signer_name']} ({it['signer']})", it["org"], it["jurisdiction"],
+                    it.get("legal_basis") or "")
+    context.console.print(out)
 
 
 def verify(
@@ -170,30 +191,27 @@ def verify(
     file: FileArg,
     artefact: Annotated[str | None, typer.Option(help="The artefact the file should be.")]
     = None,
+    witnesses: Witnesses = None,
+    quorum: Quorum = None,
     as_: As = None,
     json_: Json = False,
 ) -> None:
-    """For courts: hash the file, find its artefact, verify every history entry's signature
-    and inclusion proof against the signed checkpoint, and give a verdict: authentic
-    (exit 0), not-registered (exit 1), or mismatch (exit 1)."""
+    """For courts: hash the file and give a verdict from proofs only: the artefact's signed
+    entries, their inclusion proofs and the proof that the list is complete, checked
+    against the checkpoint this client trusts (and, with --witness, cosigned by a quorum).
+    authentic (exit 0); not-registered, mismatch or fault (exit 1)."""
+    from cli.commands.bundle import checkpoint_for, report
+
     c = context.get(ctx).reading_as(as_)
     digests = hashed(ctx, file)
-    result = views.verify_artefact(c.reader(), digests.sha256, artefact,
-                                   log_key=c.loaded().config.get("log_key"))
-    if context.want_json(ctx, json_):
-        context.emit_json(result)
-    else:
-        colour = "green" if result["verdict"] == "authentic" else "red"
-        context.console.print(f"Verdict: [bold {colour}]{result['verdict']}[/]  "
-                              f"sha256 {digests.sha256}")
-        if result["artefact_id"]:
-            context.console.print(f"Artefact {result['artefact_id']} of case {result['case']},"
-                                  f" custodian {result['custodian']}; checkpoint size "
-                                  f"{result['checkpoint']['size']} verified, every entry "
-                                  "below has a verified signature and inclusion proof")
-            _table(result["custody"])
-    if result["verdict"] != "authentic":
-        raise typer.Exit(1)
+    cp, _note, keys, need = checkpoint_for(c, witnesses, quorum)
+    result = views.verify(c.reader(), log_key=c.loaded().pinned_log_key(),
+                          sha256=digests.sha256, artefact_id=artefact, size=cp.size,
+                          expect=cp, witnesses=keys, quorum=need)
+    if artefact is not None and result.verdict == "not-registered" and not result.faults:
+        raise NotFound(f"unknown artefact {artefact!r}: the checkpoint of size {cp.size} "
+                       "proves it was never registered")
+    report(ctx, result, json_, "every entry's signature and inclusion proof verified")
 
 
 def status(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:

@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli import context
 from cli.options import As, Json
-from ledger.errors import InvalidInput, NotFound
+from cli.witness_opts import Quorum, Witnesses, WitnessPolicy, check_witnessed, witness_policy
+from ledger.errors import InvalidInput, NotFound, VerificationError
+
+if TYPE_CHECKING:
+    from ledger.audit import AuditReport
 
 app = typer.Typer(help="Read the transparency log: checkpoints, entries and Merkle proofs "
                   "(RFC 6962, C2SP tlog-checkpoint).", no_args_is_help=True)
 
 
 @app.command()
-def checkpoint(ctx: typer.Context) -> None:
-    """Print the current checkpoint exactly, as a C2SP signed note."""
-    note = context.get(ctx).reader().latest_checkpoint()
-    if note is None:
-        raise NotFound("the log has no checkpoint yet")
-    context.get(ctx).remember(note)
+def checkpoint(
+    ctx: typer.Context,
+    witnessed: Annotated[bool, typer.Option(
+        "--witnessed", help="Print the newest checkpoint the server holds witness "
+        "cosignatures for, with them; with --witness, exit 1 unless a quorum of those "
+        "witnesses validly cosigned it.")] = False,
+    witness: Witnesses = None,
+    quorum: Quorum = None,
+) -> None:
+    """Print the current checkpoint exactly, as a C2SP signed note, once it verifies with
+    the pinned log key and extends the checkpoint this client kept (which it then
+    replaces). Exit 1 for an unsigned, forked or rolled-back checkpoint."""
+    if witnessed or witness or quorum is not None:
+        _witnessed_checkpoint(ctx, witness_policy(witness, quorum))
+        return
+    note, _decision = context.get(ctx).latest_trusted()
     typer.echo(note, nl=False)
 
 
@@ -121,7 +136,9 @@ def audit(
     json_: Json = False,
 ) -> None:
     """Re-verify the whole ledger from scratch: every leaf hash, signature, key validity,
-    custody rule, ledger time, checkpoint signature and root, and consistency. Exit 0 when
+    custody rule, ledger time, checkpoint signature and root, and consistency, against
+    the log key pinned in this home. When it passes, the checkpoint this client keeps
+    advances to the ledger's latest one (only if it verifies and extends it). Exit 0 when
     everything verifies, 1 otherwise."""
     from ledger.audit import audit as pure_audit
     from ledger.store.audit_sql import audit_store
@@ -130,14 +147,18 @@ def audit(
     c = context.get(ctx).reading_as(as_)
     store = c.reader()
     home = c.loaded()
+    pinned = home.config.get("log_key")
     trusted = checkpoint_file.read_text() if checkpoint_file else home.remembered_checkpoint()
     with context.progress(c, "Auditing", total=store.size()) as advance:
         if isinstance(store, SqlStore):  # embedded: also the stored nodes and state table
-            report = audit_store(store, trusted_checkpoint=trusted, progress=advance)
+            report = audit_store(store, trusted_checkpoint=trusted, progress=advance,
+                                 log_verifier_key=pinned)
         else:  # a server: replay what it serves, here, against the pinned log key
             report = pure_audit(store.entries(), store.checkpoints(),
-                                log_verifier_key=home.config.get("log_key"),
+                                log_verifier_key=pinned,
                                 trusted_checkpoint=trusted, progress=advance)
+    if report.ok:
+        report = _advance_kept_checkpoint(c, report)
     if context.want_json(ctx, json_):
         context.emit_json(report.to_json())
     elif report.ok:
@@ -145,6 +166,48 @@ def audit(
                               f"tree size {report.tree_size}, root {report.root_hex}")
     if not report.ok:
         if not context.want_json(ctx, json_):
-            context.err_console.print(f"audit FAILED at index {report.first_bad_index} "
-                                      f"({report.kind}): {report.detail}")
+            where = "" if report.first_bad_index is None \
+                else f" at index {report.first_bad_index}"
+            context.err_console.print(f"audit FAILED{where} ({report.kind}): {report.detail}")
         raise typer.Exit(1)
+
+
+def _advance_kept_checkpoint(c: context.Ctx, report: AuditReport) -> AuditReport:
+    """After a passing audit, move the kept checkpoint to the ledger's latest one through
+    the client's trust rules (ledger/trust.py); a refusal fails the audit."""
+    if c.reader().latest_checkpoint() is None:
+        return report
+    try:
+        c.trusted_checkpoint()
+    except VerificationError as exc:
+        return replace(report, ok=False, first_bad_index=None, kind="consistency",
+                       detail=exc.message)
+    return report
+
+
+# ---- witnessed checkpoints (--witnessed --witness KEY --quorum N; cli/witness_opts.py) --
+
+def _witnessed_checkpoint(ctx: typer.Context, policy: WitnessPolicy | None) -> None:
+    """Print the newest checkpoint with at least ``quorum`` cosignatures, after checking
+    the log's signature with the pinned key and, with a policy, the quorum of trusted
+    witnesses (VerificationError, exit 1, otherwise)."""
+    c = context.get(ctx)
+    store = c.reader()
+    need = policy.quorum if policy else 1
+    # Fewer cosignatures than the quorum anywhere: check the newest cosigned checkpoint
+    # anyway, so the refusal says how many valid of how many required it has.
+    found = store.witnessed_checkpoint(need) or store.witnessed_checkpoint(1)
+    if found is None:
+        if policy is None:
+            raise NotFound("no checkpoint of this log has a witness cosignature yet")
+        raise VerificationError(f"cosignature quorum not met: no checkpoint is cosigned, "
+                                f"0 valid of {need} required")
+    _size, note = found
+    log_key = c.loaded().pinned_log_key()
+    if policy is None:
+        from ledger.checkpoint import verify_checkpoint
+
+        verify_checkpoint(note, log_key)
+    else:
+        check_witnessed(note, log_key, policy)
+    typer.echo(note, nl=False)

@@ -15,6 +15,7 @@ Entries and nodes are read in keyset pages, so memory stays that of the audit it
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -87,18 +88,26 @@ def _state(conn: Connection) -> Iterator[tuple[str, object]]:
 
 
 def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
-                progress: Progress | None = None) -> AuditReport:
+                progress: Progress | None = None,
+                log_verifier_key: str | None = None) -> AuditReport:
     """Audit the ledger in ``store`` (steps 1-9 of :mod:`ledger.audit`), all checks on.
 
-    The log key is the one recorded in the genesis entry; if the store was opened with
-    a log key, that key must match it.
+    The log key is ``log_verifier_key`` when given (a client's pinned key), else the
+    one recorded in the genesis entry; the genesis key must equal the given one. If the
+    store was opened with a log key (``store.signer``), that key must match too.
     """
-    given = store.signer.verifier_key if store.signer is not None else None
+    signing = store.signer.verifier_key if store.signer is not None else None
+    given = log_verifier_key if log_verifier_key is not None else signing
     with store.reader.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ",
                                           postgresql_readonly=True)
         with conn.begin():
-            return audit(_entries(conn), _checkpoints(conn), log_verifier_key=given,
-                         stored_nodes=_nodes(conn), state=_state(conn),
-                         trusted_checkpoint=trusted_checkpoint, progress=progress)
+            report = audit(_entries(conn), _checkpoints(conn), log_verifier_key=given,
+                           stored_nodes=_nodes(conn), state=_state(conn),
+                           trusted_checkpoint=trusted_checkpoint, progress=progress)
+    if report.ok and signing is not None and signing != given:
+        return replace(report, ok=False, first_bad_index=0, kind="checkpoint",
+                       detail="the store signs checkpoints with a log key that differs from "
+                       "the pinned log key")
+    return report

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ledger.bundle import Bundle, Fault
 from ledger.errors import LedgerError
 from ledger.events import SignedEvent
 
@@ -89,4 +90,32 @@ class LedgerStore(Protocol):
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]: ...
 
+    def bundle(self, *, artefact_id: str | None = None, sha256: str | None = None,
+               size: int | None = None) -> tuple[Bundle, list[Fault]]:
+        """The court bundle of an artefact (or of every registration of a SHA-256) proven
+        at checkpoint ``size`` (default latest), plus the faults the store found in its
+        own caches while building it (``cache`` faults: never authentic)."""
+        ...
+
     def close(self) -> None: ...
+
+    # ---- witness cosignatures (C2SP tlog-cosignature; ledger/witness.py) -----------
+
+    def add_cosignature(self, size: int, witness_key: str, line: str) -> str:
+        """Check and store a witness's cosignature line over the checkpoint of ``size``;
+        return the stored line (the first one, if that witness cosigned that size
+        before)."""
+        ...
+
+    def cosignatures(self, size: int) -> dict[str, str]:
+        """Stored cosignature lines of the checkpoint of ``size``, by witness key."""
+        ...
+
+    def cosigned_note(self, size: int) -> str:
+        """The checkpoint of ``size`` with every stored cosignature line appended."""
+        ...
+
+    def witnessed_checkpoint(self, min_witnesses: int = 1) -> tuple[int, str] | None:
+        """The newest checkpoint with at least ``min_witnesses`` cosignatures, as
+        ``(size, cosigned note)``, or None."""
+        ...

@@ -29,6 +29,7 @@ import httpx
 
 from ledger import errors as e
 from ledger import merkle
+from ledger.bundle import Bundle, Fault
 from ledger.events import SignedEvent
 from ledger.store.base import AppendResult, StoredEntry
 
@@ -296,9 +297,66 @@ class RemoteStore:
                           params={"old": old, "new": new})
         return [_hash(h, "proof hash") for h in data.get("proof", [])]
 
+    def bundle(self, *, artefact_id: str | None = None, sha256: str | None = None,
+               size: int | None = None) -> tuple[Bundle, list[Fault]]:
+        """The server's court bundle; the CALLER verifies it (ledger.bundle) against its
+        pinned log key — nothing the server says here is trusted."""
+        params: dict[str, Any] = {"artefact": artefact_id} if artefact_id else \
+            {"sha256": sha256}
+        if size is not None:
+            params["size"] = size
+        data = self._json("GET", "/v1/bundles", params=params)
+        if not isinstance(data, dict):
+            raise e.UpstreamError("the server sent a malformed bundle response")
+        faults = []
+        for f in data.get("cache_faults") or []:
+            if isinstance(f, dict) and isinstance(f.get("detail"), str):
+                faults.append(Fault("cache", "the server reports: " + f["detail"],
+                                    key=f.get("key") if isinstance(f.get("key"), str)
+                                    else None))
+        return Bundle.from_json(data.get("bundle")), faults
+
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+    # ---- witness cosignatures (public endpoints, no token; api/routes/witness.py) ----
+
+    def add_cosignature(self, size: int, witness_key: str, line: str) -> str:
+        """POST a witness cosignature; return the line the server stored."""
+        data = self._json("POST", "/v1/log/cosignatures", use_default_token=False,
+                          json={"size": size, "witness_key": witness_key,
+                                "cosignature": line})
+        stored = data.get("cosignature") if isinstance(data, dict) else None
+        if not isinstance(stored, str):
+            raise e.UpstreamError("the server sent a malformed cosignature answer")
+        return stored
+
+    def _witnessed(self, data: object) -> tuple[int, str, dict[str, str]]:
+        if not isinstance(data, dict) or not isinstance(data.get("note"), str) \
+                or not isinstance(data.get("cosignatures"), list):
+            raise e.UpstreamError("the server sent a malformed witnessed checkpoint")
+        lines = {str(item.get("witness_key")): str(item.get("cosignature"))
+                 for item in data["cosignatures"] if isinstance(item, dict)}
+        return _int(data.get("size"), "checkpoint size"), str(data["note"]), lines
+
+    def cosignatures(self, size: int) -> dict[str, str]:
+        data = self._json("GET", f"/v1/log/checkpoints/{int(size)}/cosigned",
+                          use_default_token=False)
+        return self._witnessed(data)[2]
+
+    def cosigned_note(self, size: int) -> str:
+        data = self._json("GET", f"/v1/log/checkpoints/{int(size)}/cosigned",
+                          use_default_token=False)
+        return self._witnessed(data)[1]
+
+    def witnessed_checkpoint(self, min_witnesses: int = 1) -> tuple[int, str] | None:
+        data = self._get_or_none("/v1/log/checkpoints/witnessed", use_default_token=False,
+                                 params={"min_witnesses": min_witnesses})
+        if data is None:
+            return None
+        size, note, _lines = self._witnessed(data)
+        return size, note
 
 
 def _receipt(data: object) -> AppendResult:

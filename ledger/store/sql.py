@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ledger import merkle, vmap
+from ledger.bundle import Bundle, Fault
 from ledger.canonical import canonical
 from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from ledger.errors import (
@@ -487,6 +488,12 @@ class SqlStore:
             if size > current:
                 raise NotFound(f"the log has {current} entries, not {size}")
             return map_proof(conn, key, size)
+
+    def bundle(self, *, artefact_id: str | None = None, sha256: str | None = None,
+               size: int | None = None) -> tuple[Bundle, list[Fault]]:
+        from ledger.store.bundle_build import build_bundle
+
+        return build_bundle(self, artefact_id=artefact_id, sha256=sha256, size=size)
 
     def checkpoint_at(self, size: int) -> str:
         """The log's signed checkpoint of exactly ``size`` entries."""

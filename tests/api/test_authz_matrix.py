@@ -53,6 +53,10 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/v1/log/proofs/inclusion"): ALL_200,
     ("GET", "/v1/log/proofs/consistency"): ALL_200,
     ("POST", "/v1/auth/challenge"): ALL_200,
+    # Witnesses hold no account: each request posts a NEW witness's valid cosignature.
+    ("POST", "/v1/log/cosignatures"): "201 " * 13,
+    ("GET", "/v1/log/checkpoints/witnessed"): ALL_200,
+    ("GET", "/v1/log/checkpoints/{size}/cosigned"): ALL_200,
     # ---- login and identity ------------------------------------------------------------
     ("POST", "/v1/auth/token"): "401 200 200 200 200 200 200 200 200 200 200 200 200",
     ("GET", "/v1/auth/me"): "401 200 200 200 200 200 200 200 200 200 200 200 200",
@@ -108,6 +112,8 @@ EXPECTED: dict[tuple[str, str], str] = {
         "401 200 200 200 409 200 200 200 200 404 404 404 409",
     ("GET", "/v1/artefacts/{artefact_id}/history"):
         "401 200 200 200 200 200 200 200 200 404 404 404 200",
+    # The court bundle: whoever may see the artefact's history.
+    ("GET", "/v1/bundles"): "401 200 200 200 200 200 200 200 200 404 404 404 200",
     # Uploads: custodial roles only.
     ("PUT", "/v1/evidence/{sha256}"): "401 201 403 403 403 201 403 403 403 201 403 403 403",
     ("POST", "/v1/verify"): "401 200 200 200 200 200 200 200 200 200 200 200 200",
@@ -171,6 +177,7 @@ class Requests:
             "/v1/transfers/{transfer_id}": {"url": f"/v1/transfers/{self.world.transfer}"},
             "/v1/artefacts/{artefact_id}/history": {"url": "/v1/artefacts/art-1/history"},
             "/v1/verify": {"json": {"sha256": sha}},
+            "/v1/bundles": {"params": {"artefact": "art-1"}},
             "/v1/verify/upload": {"content": w.EVIDENCE},
             "/v1/auth/challenge": {"json": {"actor": me}},
         }
@@ -236,6 +243,27 @@ class Requests:
                                                                           action)}}
         if path == "/v1/evidence/{sha256}":
             return {"url": f"/v1/evidence/{sha}", "content": w.EVIDENCE}
+        if path.startswith(("/v1/log/cosignatures", "/v1/log/checkpoints/")):
+            return self.witness(path)
+        return {}
+
+    def witness(self, path: str) -> dict[str, Any]:
+        """Witness routes: a fresh witness's cosignature over an early checkpoint (one
+        size per route, so no checkpoint reaches the cap on witnesses)."""
+        from ledger.checkpoint import cosign
+        from ledger.witness import witness_verifier_key
+
+        size = {"/v1/log/cosignatures": 1, "/v1/log/checkpoints/witnessed": 2}.get(path, 3)
+        note = dict(self.store.checkpoints())[size]
+        name = self.uid("witness") + ".example"
+        seed = os.urandom(32)
+        body = {"size": size, "witness_key": witness_verifier_key(name, seed),
+                "cosignature": cosign(note, name, seed, 1_790_000_000)}
+        if path == "/v1/log/cosignatures":
+            return {"json": body}
+        self.store.add_cosignature(size, str(body["witness_key"]), str(body["cosignature"]))
+        if path == "/v1/log/checkpoints/{size}/cosigned":
+            return {"url": f"/v1/log/checkpoints/{size}/cosigned"}
         return {}
 
 

@@ -226,10 +226,17 @@ def test_verify_digest_and_upload(world: w.World, client: TestClient) -> None:
     h = world.headers("court-nl")
     ok = client.post("/v1/verify", json={"sha256": world.digests.sha256}, headers=h).json()
     assert ok["verdict"] == "authentic"
-    cp = verify_checkpoint(ok["checkpoint"], w.log_signer().verifier_key)
-    for step in ok["timeline"]:
-        verify_inclusion(bytes.fromhex(step["leaf_hash"]), step["step"]["index"], cp.size,
+    assert ok["complete"] is True
+    assert ok["faults"] == []
+    cp = verify_checkpoint(ok["checkpoint"]["note"], w.log_signer().verifier_key)
+    assert ok["custody"]
+    for step in ok["custody"]:
+        verify_inclusion(bytes.fromhex(step["leaf_hash"]), step["index"], cp.size,
                          [bytes.fromhex(x) for x in step["inclusion_proof"]], cp.root)
+    bundle = client.get("/v1/bundles", params={"artefact": "art-1"}, headers=h).json()
+    assert bundle["cache_faults"] == []
+    assert bundle["bundle"]["format"] == "custody-bundle/v1"
+    assert bundle["bundle"]["checkpoint"] == ok["checkpoint"]["note"]
     bad = client.post("/v1/verify", json={"sha256": "0" * 64, "artefact": "art-1"},
                       headers=h).json()
     assert bad["verdict"] == "mismatch"

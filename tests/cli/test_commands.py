@@ -380,8 +380,9 @@ def test_log_checkpoint_and_verifier_key(world: World) -> None:
     lines = note.split("\n")
     assert lines[0] == ORIGIN
     assert lines[1] == "11"
-    assert lines[3] == ""
-    assert lines[4].startswith(f"— {ORIGIN} ")
+    assert lines[3].startswith("custody-map/v1 ")  # the state-map root (ledger/vmap.py)
+    assert lines[4] == ""
+    assert lines[5].startswith(f"— {ORIGIN} ")
     assert note.endswith("\n")
     vkey = world.cli("log", "verifier-key", expect=0).out.strip()
     name, keyid, _b64 = vkey.split("+", 2)

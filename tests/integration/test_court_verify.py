@@ -1,16 +1,14 @@
-"""Court verification (ledger.views.verify_artefact) is fail-closed and binds the leaf BYTES:
-a verdict is never given on entries whose bytes differ from what the checkpoint commits to,
-even where the change is in a part of the leaf the signer did not sign."""
+"""Court verification (ledger.views.verify → ledger.bundle.verify_bundle) binds the leaf
+BYTES and rests on proofs only: a verdict is never given on entries whose bytes differ
+from what the checkpoint commits to, even where the change is in a part of the leaf the
+signer did not sign, and never on a record of the state cache."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import pytest
-
 from ledger import views
-from ledger.errors import VerificationError
 from tests.helpers.ledger_builder import build_ledger, drop_triggers, execute
 
 
@@ -22,16 +20,25 @@ def _an_artefact(store) -> tuple[str, str, int]:  # type: ignore[no-untyped-def]
     raise AssertionError("the builder made no artefact with a history")
 
 
+def _key(store) -> str:  # type: ignore[no-untyped-def]
+    return str(store.state("ledger")["log_key"])
+
+
 def test_authentic_artefact_verifies_with_proofs(tmp_path: Path) -> None:
     store, *_ = build_ledger(tmp_path)
     art, sha, _ = _an_artefact(store)
-    result = views.verify_artefact(store, sha)
-    assert result["verdict"] == "authentic"
-    assert result["artefact_id"] == art
-    for item in result["custody"]:
+    result = views.verify(store, log_key=_key(store), sha256=sha)
+    assert result.verdict == "authentic", result.faults
+    assert result.artefact_id == art
+    assert result.complete
+    out = result.to_json()
+    assert out["custody"]
+    assert out["checkpoint"]["size"] == store.size()
+    for item in out["custody"]:
         assert item["inclusion_verified"] is True
-        assert item["tree_size"] == result["checkpoint"]["size"]
         assert all(len(h) == 64 for h in item["inclusion_proof"])
+    other = views.verify(store, log_key=_key(store), sha256="cd" * 32, artefact_id=art)
+    assert other.verdict == "mismatch"
 
 
 def test_unsigned_leaf_field_changed_with_stale_hash_column_is_refused(tmp_path: Path) -> None:
@@ -47,18 +54,24 @@ def test_unsigned_leaf_field_changed_with_stale_hash_column_is_refused(tmp_path:
     drop_triggers(store)
     execute(store, "UPDATE entries SET leaf = :leaf WHERE idx = :idx",
             {"leaf": forged, "idx": index})
-    with pytest.raises(VerificationError):
-        views.verify_artefact(store, sha)
+    result = views.verify(store, log_key=_key(store), sha256=sha)
+    assert result.verdict == "fault"
+    assert any(f.kind == "inclusion" and f.index == index for f in result.faults)
 
 
 def test_pinned_log_key_must_match(tmp_path: Path) -> None:
     store, *_ = build_ledger(tmp_path)
     _art, sha, _ = _an_artefact(store)
     other = "other.example/log+01020304+AQ" + "A" * 42 + "="
-    with pytest.raises(VerificationError, match="pinned"):
-        views.verify_artefact(store, sha, log_key=other)
+    result = views.verify(store, log_key=other, sha256=sha)
+    assert result.verdict == "fault"
+    assert [f.kind for f in result.faults] == ["checkpoint"]
+    assert "pinned log key" in result.faults[0].detail
 
 
-def test_unregistered_digest_is_not_registered(tmp_path: Path) -> None:
+def test_unregistered_digest_is_proven_not_registered(tmp_path: Path) -> None:
     store, *_ = build_ledger(tmp_path)
-    assert views.verify_artefact(store, "ab" * 32)["verdict"] == "not-registered"
+    result = views.verify(store, log_key=_key(store), sha256="ab" * 32)
+    assert result.verdict == "not-registered"
+    assert result.complete
+    assert not result.faults

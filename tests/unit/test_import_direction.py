@@ -17,7 +17,8 @@ import ledger
 
 LEDGER = Path(ledger.__file__).resolve().parent
 PURE_CORE = ("canonical", "_sodium", "events", "payloads", "rules", "merkle", "merkle_verify",
-             "note", "checkpoint", "vocab", "errors", "audit")
+             "note", "checkpoint", "vocab", "errors", "audit", "vmap", "trust", "witness",
+             "bundle")
 FORBIDDEN_IN_CORE = ("sqlalchemy", "alembic", "ledger.store", "ledger.service",
                      "ledger.evidence", "api", "cli", "fastapi", "starlette", "uvicorn",
                      "httpx", "os", "io", "pathlib", "shutil", "socket", "time", "random",
