@@ -393,8 +393,11 @@ def _same(stored: object, replayed: Record) -> bool:
     return _canon(stored) == want
 
 
-def _state(stored: Iterable[tuple[str, object]], replay: _Replay) -> _Failure | None:
-    """Step 8: the stored state equals the replayed state, key for key."""
+def _state(stored: Iterable[tuple[str, object]], replay: _Replay,
+           partial: bool = False) -> _Failure | None:
+    """Step 8: the stored state equals the replayed state, key for key (``partial``: the
+    stored state is the part a server shows this caller; keys it does not show are not
+    reported missing, and ``nonce/`` bookkeeping is not compared)."""
     records = replay.state.records
     end = replay.tree.size
     unseen = set(records)
@@ -411,7 +414,7 @@ def _state(stored: Iterable[tuple[str, object]], replay: _Replay) -> _Failure | 
                          f"the replayed value written by entry {replay.written_at[key]}", end)
         if worst is None or f.rank() < worst.rank():
             worst = f
-    for key in unseen:
+    for key in () if partial else unseen:
         f = _Failure(replay.written_at[key], "state", f"state key {key!r} is missing from "
                      f"the store (written by entry {replay.written_at[key]})", end)
         if worst is None or f.rank() < worst.rank():
@@ -447,6 +450,7 @@ def audit(
     state: Iterable[tuple[str, object]] | None = None,
     trusted_checkpoint: str | None = None,
     progress: Progress | None = None,
+    served_state: Iterable[tuple[str, object]] | None = None,
 ) -> AuditReport:
     """Replay and recompute the whole log (steps 1-9 of the module docstring).
 
@@ -455,7 +459,9 @@ def audit(
     order; ``state`` yields ``(key, record)`` where a record is a JSON value or its JSON
     text (``str``/``bytes``, compared after canonicalisation). ``progress`` is called
     with the number of entries replayed every :data:`PROGRESS_EVERY` entries and at the
-    end. Never raises
+    end. ``served_state`` is the part of the state a server shows this caller: each
+    record shown must equal the replayed one (keys not shown are not missing). Never
+    raises
     for bad data: every problem is reported in the returned :class:`AuditReport`.
     """
     replay = _Replay(progress)
@@ -468,6 +474,8 @@ def audit(
         _checkpoints(checkpoints, replay, complete, key),
         _nodes(stored_nodes(), replay.tree, complete) if stored_nodes is not None else None,
         _state(state, replay) if state is not None and complete else None,
+        _state(served_state, replay, partial=True)
+        if served_state is not None and complete else None,
         _trusted(trusted_checkpoint, replay, complete, key)
         if trusted_checkpoint is not None else None,
     ) if f is not None]

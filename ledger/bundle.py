@@ -19,7 +19,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ledger import events as ev
 from ledger import merkle, vmap
@@ -303,6 +303,10 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
             run.fault("leaf", f"entry {item.index} says it is entry {entry.index}",
                       index=item.index)
             continue
+        if entry.signed.event.origin != cp.origin:  # the rules refuse other ledgers' events
+            run.fault("leaf", f"entry {item.index} is an event of ledger "
+                      f"{entry.signed.event.origin!r}, not {cp.origin!r}", index=item.index)
+            continue
         entries[item.index] = (entry, leaf_hash, item.inclusion)
     # B5. State-map proofs.
     proven: dict[str, dict[str, Any] | None] = {}
@@ -332,7 +336,9 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
             return _done(VerifyResult("not-registered", None, sha, checkpoint=info,
                                       witnesses=named, complete=True), run)
         ids = [e.signed.event.payload["id"] for e, _, _ in regs]
-        if not ids:
+        if not ids:  # a proven history with no registration in it: never a silent fault
+            run.fault("incomplete", f"the checkpoint proves {key!r} but no registration of "
+                      "the digest is in the bundle", key=key)
             return _done(fail, run)
         subject_id, also = ids[0], tuple(ids[1:])
     key = "hist/art/" + subject_id
@@ -422,7 +428,11 @@ def _replay(run: _Run, chain: Sequence[tuple[ev.Entry, bytes, tuple[bytes, ...]]
         org_id = actor.get("org", "?") if actor else "?"
         org = proven.get("org/" + org_id) or {}
         details: dict[str, Any] = {}
-        if event.kind == ev.ARTEFACT_REGISTER:
+        if event.kind == ev.ARTEFACT_REGISTER and st:  # the rules refuse a duplicate id
+            run.fault("chain", f"entry {i} registers {artefact} again; the registration "
+                      f"at entry {chain[0][0].index} stands", index=i)
+            summary = f"registered again in case {p['case']}"
+        elif event.kind == ev.ARTEFACT_REGISTER:
             st = {"digests": dict(p["digests"]), "size": p["size"], "case": p["case"],
                   "exhibit": p.get("exhibit", ""), "custodian": org_id, "head": signed.event_id,
                   "open_transfer": None, "incidents": 0}
@@ -495,8 +505,7 @@ def _signer(run: _Run, signed: ev.SignedEvent, index: int,
     try:
         public = base64.b64decode(actor["public_key"], validate=True)
         enrolled, revoked = actor["enrolled_at"], actor.get("revoked_at")
-        if not all(isinstance(v, int) and not isinstance(v, bool)
-                   for v in (enrolled, *(() if revoked is None else (revoked,)))) \
+        if not _is_index(enrolled) or not (revoked is None or _is_index(revoked)) \
                 or not isinstance(actor.get("org", "?"), str):
             raise TypeError("enrolled_at, revoked_at or org")
     except (KeyError, TypeError, ValueError, binascii.Error):
@@ -526,6 +535,10 @@ def _signer(run: _Run, signed: ev.SignedEvent, index: int,
     return actor
 
 
+def _is_index(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _legal_basis(run: _Run, lb_id: str | None,
                  entries: Mapping[int, tuple[ev.Entry, bytes, tuple[bytes, ...]]],
                  proven: Mapping[str, dict[str, Any] | None], index: int
@@ -534,7 +547,7 @@ def _legal_basis(run: _Run, lb_id: str | None,
         return None
     rec = proven.get("lb/" + lb_id)
     at = rec.get("recorded_at") if rec else None
-    entry = entries.get(at) if isinstance(at, int) else None
+    entry = entries.get(at) if _is_index(at) else None
     if entry is None or entry[0].signed.event.kind != ev.LEGAL_BASIS \
             or entry[0].signed.event.payload.get("id") != lb_id:
         run.fault("legal-basis", f"entry {index} cites legal basis {lb_id!r}, whose signed "

@@ -231,7 +231,9 @@ def open_store(home: Home, *, writable: bool = True, create: bool = False,
     from ledger.store.sql import SqlStore
 
     signer = home.log_signer() if writable else None
-    return SqlStore.open(home.database_url, signer=signer, clock=now_ms, create=create)
+    pinned = home.config.get("log_key")
+    return SqlStore.open(home.database_url, signer=signer, clock=now_ms, create=create,
+                         verify_key=pinned if isinstance(pinned, str) and pinned else None)
 
 
 def custody(home: Home, store: LedgerStore) -> Custody:

@@ -70,7 +70,14 @@ class LedgerStore(Protocol):
 
     def find_event(self, event_id: str) -> int | None: ...
 
-    def state(self, key: str) -> dict[str, Any] | None: ...
+    def state(self, key: str) -> dict[str, Any] | None:
+        """A state record; a backend that knows the log key verifies it against the
+        signed state map (an edited row raises IntegrityFault naming the key)."""
+        ...
+
+    def cached_state(self, key: str) -> dict[str, Any] | None:
+        """The record as the backend's cache holds it (compared against proofs)."""
+        ...
 
     def state_items(self, prefix: str, after: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
         """Records under ``prefix`` with keys sorting after ``after``, in key order."""

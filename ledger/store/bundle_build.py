@@ -31,7 +31,7 @@ class _Source(Protocol):
     def refs(self, ref: str) -> list[int]: ...
     def entries_at(self, indices: list[int]) -> list[StoredEntry]: ...
     def inclusion_proof(self, index: int, size: int) -> list[bytes]: ...
-    def state(self, key: str) -> dict[str, Any] | None: ...
+    def cached_state(self, key: str) -> dict[str, Any] | None: ...
 
 
 def build_bundle(store: Any, *, artefact_id: str | None = None, sha256: str | None = None,
@@ -106,10 +106,10 @@ def build_bundle(store: Any, *, artefact_id: str | None = None, sha256: str | No
                for e in src.entries_at(sorted(i for i in wanted if i < size))]
     if size == src.size():  # the caches describe the latest state: they must agree
         for key, proof in maps.items():
-            if src.state(key) != proof.value:
+            if src.cached_state(key) != proof.value:
                 faults.append(Fault("cache", f"the state cache's record {key!r} differs from "
                                     "the record proven against the checkpoint: the state "
                                     "table was edited outside the log", key=key))
-    ledger = src.state("ledger") or {}
+    ledger = src.cached_state("ledger") or {}
     return Bundle(cp.origin, note, subject, tuple(entries), tuple(maps.values()),
                   str(ledger.get("log_key", ""))), faults

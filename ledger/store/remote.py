@@ -251,6 +251,10 @@ class RemoteStore:
             raise e.UpstreamError(f"the server sent a malformed record for {key}")
         return value
 
+    def cached_state(self, key: str) -> dict[str, Any] | None:
+        """What the server serves (the server verifies its own reads)."""
+        return self.state(key)
+
     def state_items(self, prefix: str, after: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
         while True:
             data = self._json("GET", "/v1/state",

@@ -118,6 +118,8 @@ _NODES_PG = sa.text(
 _UPSERT_STATE = sa.text(
     "INSERT INTO state (key, value, idx, bucket) VALUES (:key, :value, :idx, :bucket) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, idx = excluded.idx")
+_LATEST_CHECKPOINT = (sa.select(t.checkpoints.c.note)
+                      .order_by(t.checkpoints.c.size.desc()).limit(1))
 _CHECKPOINT_AT = sa.select(t.checkpoints.c.note).where(
     t.checkpoints.c.size == sa.bindparam("size"))
 
@@ -161,7 +163,7 @@ class SqlStore:
     """A ledger on one SQL database. Thread-safe; one instance per process is enough."""
 
     def __init__(self, engine: Engine, *, signer: NoteSigner | None, clock: Clock,
-                 reader: Engine | None = None) -> None:
+                 reader: Engine | None = None, verify_key: str | None = None) -> None:
         self.engine = engine
         #: Engine for reads: never takes SQLite's write lock.
         self.reader = reader or engine
@@ -169,18 +171,22 @@ class SqlStore:
         self.clock = clock
         self._frontier: merkle.Frontier | None = None
         self._map: MapCache | None = None
-        self._lock = threading.Lock()  # guards the frontier cache only
+        #: Reads: the key that signs checkpoints, verified buckets, verified roots.
+        self._verify_key = verify_key or (signer.verifier_key if signer else None)
+        self._rmap: MapCache | None = None
+        self._roots: dict[str, bytes] = {}
+        self._lock = threading.Lock()  # guards the caches
 
     @classmethod
     def open(cls, url: str, *, signer: NoteSigner | None, clock: Clock,
-             create: bool = False) -> SqlStore:
+             create: bool = False, verify_key: str | None = None) -> SqlStore:
         engine = make_engine(url)
         if create:
             migrate(engine)
         elif not sa.inspect(engine).has_table("entries"):
             raise NotFound(f"no ledger database at {url}; run 'custody init' first")
         reader = make_engine(url, reader=True) if url.startswith("sqlite") else None
-        return cls(engine, signer=signer, clock=clock, reader=reader)
+        return cls(engine, signer=signer, clock=clock, reader=reader, verify_key=verify_key)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -388,6 +394,47 @@ class SqlStore:
                                 .where(t.entries.c.event_id == event_id)).scalar_one_or_none()
 
     def state(self, key: str) -> dict[str, Any] | None:
+        """A state record, VERIFIED against the state-map root signed in the latest
+        checkpoint when this store knows the log key (a writer, or a reader opened with
+        ``verify_key``): an edited row raises :class:`IntegrityFault` naming the key
+        instead of feeding a decision. Otherwise the raw cache (:meth:`cached_state`)."""
+        if self._verify_key is None or not vmap.mapped(key):
+            return self.cached_state(key)
+        with self.reader.connect() as conn:
+            if conn.dialect.name == "postgresql":  # one snapshot for checkpoint + bucket
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            note = conn.execute(_LATEST_CHECKPOINT).scalar_one_or_none()
+            root = self._signed_map_root(None if note is None else str(note))
+            with self._lock:
+                cache = self._rmap
+            if cache is None or cache.root != root:
+                cache = MapCache(root)
+            record = cache.bucket(conn, vmap.bucket_of(key)).get(key)
+        with self._lock:
+            self._rmap = cache
+        return record
+
+    def _signed_map_root(self, note: str | None) -> bytes | None:
+        """The state-map root of the latest checkpoint, its signature checked once."""
+        if note is None:
+            return None
+        cached = self._roots.get(note)
+        if cached is not None:
+            return cached
+        assert self._verify_key is not None  # noqa: S101 - checked by the caller
+        try:
+            root = vmap.root_of(verify_checkpoint(note, self._verify_key).extensions)
+        except LedgerError as exc:
+            raise IntegrityFault(f"the latest checkpoint does not verify with the log key "
+                                 f"({exc}); state records cannot be trusted",
+                                 kind="checkpoint") from None
+        if root is None:
+            return None  # a ledger from before the state map: nothing to check against
+        self._roots = {note: root}
+        return root
+
+    def cached_state(self, key: str) -> dict[str, Any] | None:
+        """The state table's row as stored: a cache, for comparing against proofs."""
         if self.reader.dialect.name == "sqlite":
             # One statement is its own snapshot: skip the BEGIN/ROLLBACK round trip of a
             # Core transaction (this read runs several times per API request).

@@ -38,7 +38,7 @@ from ledger.store.sql import SqlStore
 
 ORIGIN = "example.org/custody"
 START_MS = 1_790_000_000_000
-APPEND_ONLY = ("entries", "merkle_nodes", "checkpoints", "refs")
+APPEND_ONLY = t.APPEND_ONLY  # every append-only table, new ones included
 
 
 class StepClock:

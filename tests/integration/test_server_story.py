@@ -193,5 +193,39 @@ def test_two_agencies_run_the_story_through_one_server(tmp_path: Path,
         report = ok(custody(nl, "audit", "--json", "--as", "nl-auditor")).json
         assert report["ok"]
         assert report["entries_checked"] == report["tree_size"] >= 19
+
+        # A hostile operator edits the server's state cache (one UPDATE, triggers intact):
+        # the registered SHA-256 of the artefact becomes the tampered file's.
+        import hashlib
+
+        import sqlalchemy as sa
+
+        real = hashlib.sha256(evidence.read_bytes()).hexdigest()
+        forged = hashlib.sha256(tampered.read_bytes()).hexdigest()
+        url_db = database or f"sqlite:///{op / 'ledger.db'}"
+        engine = sa.create_engine(url_db.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE state SET value = replace(value, :a, :b) "
+                                 "WHERE key = :k"), {"a": real, "b": forged, "k": "art/" + art})
+        engine.dispose()
+        kept = (nl / "checkpoints" / "latest").read_bytes()
+        fooled = custody(nl, "verify", str(tampered), "--artefact", art, "--json",
+                         "--as", "nl-custodian")
+        assert fooled.code == 1
+        assert fooled.json["verdict"] == "fault"
+        assert {(f["kind"], f["key"]) for f in fooled.json["faults"]} == {("cache", "art/" + art)}
+        genuine = custody(nl, "verify", str(evidence), "--json", "--as", "nl-custodian")
+        assert genuine.code == 1
+        assert genuine.json["verdict"] == "fault"
+        remote_audit = custody(nl, "audit", "--json", "--as", "nl-auditor")
+        assert remote_audit.code == 1
+        assert remote_audit.json["kind"] == "state"
+        assert f"art/{art}" in remote_audit.json["detail"]
+        assert (nl / "checkpoints" / "latest").read_bytes() == kept
+        engine = sa.create_engine(url_db.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:  # the operator puts it back, for the last check below
+            conn.execute(sa.text("UPDATE state SET value = replace(value, :b, :a) "
+                                 "WHERE key = :k"), {"a": real, "b": forged, "k": "art/" + art})
+        engine.dispose()
     # ...and the operator's own full audit (entries, nodes, state) agrees.
     assert ok(custody(op, "audit", "--json")).json["ok"] is True
