@@ -394,32 +394,50 @@ def _same(stored: object, replayed: Record) -> bool:
 
 
 def _state(stored: Iterable[tuple[str, object]], replay: _Replay,
-           partial: bool = False) -> _Failure | None:
+           partial: bool = False, what: str = "state") -> _Failure | None:
     """Step 8: the stored state equals the replayed state, key for key (``partial``: the
     stored state is the part a server shows this caller; keys it does not show are not
     reported missing, and ``nonce/`` bookkeeping is not compared)."""
     records = replay.state.records
+    if what != "state":  # the state history holds the keys the state map covers
+        records = {k: v for k, v in records.items() if vmap.mapped(k)}
     end = replay.tree.size
     unseen = set(records)
     worst: _Failure | None = None
     for key, value in stored:
         if key not in records:
-            f = _Failure(None, "state", f"state key {key!r} is stored but no entry wrote it",
+            f = _Failure(None, "state", f"{what} key {key!r} is stored but no entry wrote it",
                          end)
         else:
             unseen.discard(key)
             if _same(value, records[key]):
                 continue
-            f = _Failure(replay.written_at[key], "state", f"state key {key!r} differs from "
+            f = _Failure(replay.written_at[key], "state", f"{what} key {key!r} differs from "
                          f"the replayed value written by entry {replay.written_at[key]}", end)
         if worst is None or f.rank() < worst.rank():
             worst = f
     for key in () if partial else unseen:
-        f = _Failure(replay.written_at[key], "state", f"state key {key!r} is missing from "
+        f = _Failure(replay.written_at[key], "state", f"{what} key {key!r} is missing from "
                      f"the store (written by entry {replay.written_at[key]})", end)
         if worst is None or f.rank() < worst.rank():
             worst = f
     return worst
+
+
+def _map_nodes(stored: Iterable[NodeRow], replay: _Replay) -> _Failure | None:
+    """Step 8: the newest stored state-map nodes equal the recomputed ones."""
+    replay.map.root()
+    want = {n: h for n, h in replay.map.nodes.items() if h != vmap.ZERO}
+    end = replay.tree.size
+    for level, idx, value in stored:
+        if want.pop((level, idx), vmap.ZERO) != value:
+            return _Failure(None, "map", f"stored state-map node ({level}, {idx}) differs from "
+                            "the node recomputed from the replayed state", end)
+    if want:
+        (level, idx), _ = min(want.items())
+        return _Failure(None, "map", f"state-map node ({level}, {idx}) is missing from the "
+                        "store", end)
+    return None
 
 
 def _trusted(note: str, replay: _Replay, complete: bool, key: str | None) -> _Failure | None:
@@ -451,6 +469,8 @@ def audit(
     trusted_checkpoint: str | None = None,
     progress: Progress | None = None,
     served_state: Iterable[tuple[str, object]] | None = None,
+    state_history: Iterable[tuple[str, object]] | None = None,
+    stored_map: Iterable[NodeRow] | None = None,
 ) -> AuditReport:
     """Replay and recompute the whole log (steps 1-9 of the module docstring).
 
@@ -460,9 +480,10 @@ def audit(
     text (``str``/``bytes``, compared after canonicalisation). ``progress`` is called
     with the number of entries replayed every :data:`PROGRESS_EVERY` entries and at the
     end. ``served_state`` is the part of the state a server shows this caller: each
-    record shown must equal the replayed one (keys not shown are not missing). Never
-    raises
-    for bad data: every problem is reported in the returned :class:`AuditReport`.
+    record shown must equal the replayed one (keys not shown are not missing).
+    ``state_history`` (newest value per key of the versioned state) and ``stored_map``
+    (newest version of each stored state-map node) are compared with the replay too.
+    Never raises for bad data: every problem is reported in the returned :class:`AuditReport`.
     """
     replay = _Replay(progress)
     bad = replay.run(entries)
@@ -476,6 +497,9 @@ def audit(
         _state(state, replay) if state is not None and complete else None,
         _state(served_state, replay, partial=True)
         if served_state is not None and complete else None,
+        _state(state_history, replay, what="state history")
+        if state_history is not None and complete else None,
+        _map_nodes(stored_map, replay) if stored_map is not None and complete else None,
         _trusted(trusted_checkpoint, replay, complete, key)
         if trusted_checkpoint is not None else None,
     ) if f is not None]

@@ -152,6 +152,8 @@ def read_bundle(path: Path) -> Bundle:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise VerificationError(f"{path} is not a bundle: not JSON ({exc})") from None
+    except RecursionError:
+        raise VerificationError(f"{path} is not a bundle: JSON nested too deeply") from None
     return Bundle.from_json(obj)
 
 

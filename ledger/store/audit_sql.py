@@ -87,6 +87,23 @@ def _state(conn: Connection) -> Iterator[tuple[str, object]]:
         nxt = str(rows[-1][0])
 
 
+def _state_history(conn: Connection) -> Iterator[tuple[str, object]]:
+    rows = conn.execute(sa.text(
+        "SELECT s.key, s.value FROM state_log AS s WHERE s.size = "
+        "(SELECT max(x.size) FROM state_log AS x WHERE x.key = s.key)"))
+    for key, value in rows:
+        yield str(key), str(value)
+
+
+def _map_nodes(conn: Connection) -> Iterator[NodeRow]:
+    rows = conn.execute(sa.text(
+        "SELECT m.level, m.idx, m.hash FROM map_nodes_v AS m WHERE m.size = "
+        "(SELECT max(x.size) FROM map_nodes_v AS x WHERE x.level = m.level "
+        "AND x.idx = m.idx)"))
+    for level, idx, value in rows:
+        yield int(level), int(idx), bytes(value)
+
+
 def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
                 progress: Progress | None = None,
                 log_verifier_key: str | None = None) -> AuditReport:
@@ -105,6 +122,7 @@ def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
         with conn.begin():
             report = audit(_entries(conn), _checkpoints(conn), log_verifier_key=given,
                            stored_nodes=_nodes(conn), state=_state(conn),
+                           state_history=_state_history(conn), stored_map=_map_nodes(conn),
                            trusted_checkpoint=trusted_checkpoint, progress=progress)
     if report.ok and signing is not None and signing != given:
         return replace(report, ok=False, first_bad_index=0, kind="checkpoint",

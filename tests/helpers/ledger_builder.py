@@ -25,9 +25,10 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from ledger import _sodium, merkle
+from ledger import _sodium, merkle, vmap
 from ledger.canonical import canonical
 from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.errors import LedgerError
 from ledger.events import Entry
 from ledger.evidence import Digests
 from ledger.note import NoteSigner
@@ -179,21 +180,33 @@ def rewrite_log(store: SqlStore, entries: Sequence[Entry], *,
                 rewrite_state: bool = False) -> None:
     """Replace entries, Merkle nodes and checkpoints with ones recomputed from
     ``entries`` and re-signed with the store's log key (triggers must be dropped).
-    Checkpoints are re-signed at ``checkpoint_sizes`` (default: every size)."""
+    Checkpoints are re-signed at ``checkpoint_sizes`` (default: every size), each with
+    the state-map root of the replayed state at that size. ``rewrite_state``: the
+    insider also rewrites the state cache, its history and the map nodes to match."""
     assert store.signer is not None
     frontier = merkle.Frontier.empty()
     rows, node_rows, cps = [], [], []
     sizes = set(checkpoint_sizes if checkpoint_sizes is not None
                 else range(1, len(entries) + 1))
+    state, smap = MemoryState(), vmap.MemoryMap()
     for e in entries:
         leaf = e.leaf_bytes()
         h = merkle.leaf_hash(leaf)
+        try:  # a log the rules refuse gets stale map roots from there on (never judged)
+            effects = apply(state, e.signed, Context(e.index, e.ledger_time, h))
+        except LedgerError:
+            effects = None
+        if effects is not None:
+            state.commit(effects)
+            for k, v in effects.writes.items():
+                smap.set(k, v)
         rows.append({"idx": e.index, "leaf": leaf, "leaf_hash": h,
                      "event_id": e.signed.event_id, "ledger_time": e.ledger_time})
         node_rows += [{"level": lv, "idx": i, "hash": v} for lv, i, v in frontier.append(h)]
         if frontier.size in sizes:
-            note = sign_checkpoint(Checkpoint(store.signer.name, frontier.size,
-                                              frontier.root()), store.signer)
+            note = sign_checkpoint(Checkpoint(store.signer.name, frontier.size, frontier.root(),
+                                              (vmap.extension_line(smap.root()),)),
+                                   store.signer)
             cps.append({"size": frontier.size, "note": note})
     with store.engine.begin() as conn:
         for table in (t.entries, t.nodes, t.checkpoints):
@@ -205,10 +218,21 @@ def rewrite_log(store: SqlStore, entries: Sequence[Entry], *,
         last = entries[-1].ledger_time if entries else 0
         conn.execute(t.head.update().values(size=len(entries), last_time=last))
         if rewrite_state:
-            conn.execute(t.state.delete())
-            records = replay_state(entries)
+            for table in (t.state, t.state_log, t.map_nodes):
+                conn.execute(table.delete())
+            records = state.records
             if records:
                 conn.execute(t.state.insert(), [
-                    {"key": k, "value": canonical(v).decode(), "idx": 0}
+                    {"key": k, "value": canonical(v).decode(), "idx": 0,
+                     "bucket": vmap.bucket_of(k) if vmap.mapped(k) else None}
                     for k, v in records.items()])
-    store._frontier = None  # the store caches the frontier; it is stale now
+                conn.execute(t.state_log.insert(), [
+                    {"key": k, "size": len(entries), "bucket": vmap.bucket_of(k),
+                     "value": canonical(v).decode()}
+                    for k, v in records.items() if vmap.mapped(k)])
+            smap.root()
+            nodes = [{"level": lv, "idx": i, "size": len(entries), "hash": h}
+                     for (lv, i), h in smap.nodes.items() if h != vmap.ZERO]
+            if nodes:
+                conn.execute(t.map_nodes.insert(), nodes)
+    store._frontier = store._map = None  # the store's caches are stale now
