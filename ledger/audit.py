@@ -264,6 +264,27 @@ class _Replay:
         return None
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """The world state a log replays to (steps 1-4), for rebuilding a damaged cache."""
+
+    size: int
+    records: Mapping[str, Record]
+    written_at: Mapping[str, int]
+    map: vmap.MemoryMap
+    failure: str | None
+
+
+def replay(entries: Iterable[EntryLike]) -> Replayed:
+    """Replay ``entries`` (steps 1-4) into a fresh state; ``failure`` names the first
+    entry that does not replay (the state is then the state before it)."""
+    r = _Replay(None)
+    bad = r.run(entries)
+    r.map.root()
+    return Replayed(r.tree.size, r.state.records, r.written_at, r.map,
+                    None if bad is None else f"entry {bad.index} ({bad.kind}): {bad.detail}")
+
+
 def _log_key(replay: _Replay, given: str | None) -> tuple[str | None, _Failure | None]:
     """Step 5: the log key comes from the genesis record unless one is given."""
     ledger = replay.state.get("ledger")

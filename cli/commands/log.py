@@ -177,6 +177,30 @@ _SERVED_STATE = ("ledger", "org/", "orgadmin/", "actor/", "case/", "lb/", "art/"
                  "hist/")
 
 
+@app.command("rebuild-state")
+def rebuild_state(ctx: typer.Context, json_: Json = False) -> None:
+    """Rebuild the state cache from the log after it was edited outside the log (writes
+    and reads refuse it until then). The replayed state is written only if it gives the
+    state-map root signed in the latest checkpoint; otherwise exit 1 and nothing changes.
+    Embedded ledgers (run it on the server's machine for a server's database)."""
+    from ledger.store.repair import rebuild_state as rebuild
+    from ledger.store.sql import SqlStore
+
+    c = context.get(ctx)
+    store = c.reader()
+    if not isinstance(store, SqlStore):
+        raise InvalidInput("rebuild-state works on the ledger database itself: run it on the "
+                           "server's machine with that server's home")
+    done = rebuild(store, c.loaded().pinned_log_key())
+    if context.want_json(ctx, json_):
+        context.emit_json(done.to_json())
+    elif done.repaired:
+        context.console.print(f"Rebuilt {len(done.repaired)} state record(s) from the log "
+                              f"(size {done.size}): {', '.join(done.repaired)}")
+    else:
+        context.console.print(f"The state cache already matches the log (size {done.size})")
+
+
 def _remote_audit(store: LedgerStore, pinned: str | None, trusted: str | None,
                   advance: Callable[[int], None]) -> AuditReport:
     """Replay the served log up to one size, and compare the state records the server

@@ -23,12 +23,12 @@ from sqlalchemy.engine import Connection
 from ledger.audit import AuditReport, NodeRow, Progress, audit
 from ledger.store import schema as t
 from ledger.store.base import StoredEntry
-from ledger.store.sql import SqlStore
+from ledger.store.sql import SqlStore, blob, stored_entry
 
 PAGE = 2000
 
 
-def _entries(conn: Connection) -> Iterator[StoredEntry]:
+def entry_rows(conn: Connection) -> Iterator[StoredEntry]:
     nxt = -1
     while True:
         rows = conn.execute(
@@ -38,7 +38,7 @@ def _entries(conn: Connection) -> Iterator[StoredEntry]:
         if not rows:
             return
         for idx, leaf, leaf_hash, ledger_time in rows:
-            yield StoredEntry(int(idx), bytes(leaf), bytes(leaf_hash), int(ledger_time))
+            yield stored_entry(idx, leaf, leaf_hash, ledger_time)
         nxt = rows[-1][0]
 
 
@@ -67,7 +67,7 @@ def _nodes(conn: Connection) -> Callable[[], Iterator[NodeRow]]:
             if not rows:
                 return
             for level, idx, value in rows:
-                yield int(level), int(idx), bytes(value)
+                yield int(level), int(idx), blob(value)
             last = (int(rows[-1][0]), int(rows[-1][1]))
 
     return read
@@ -87,7 +87,7 @@ def _state(conn: Connection) -> Iterator[tuple[str, object]]:
         nxt = str(rows[-1][0])
 
 
-def _state_history(conn: Connection) -> Iterator[tuple[str, object]]:
+def state_history_rows(conn: Connection) -> Iterator[tuple[str, object]]:
     rows = conn.execute(sa.text(
         "SELECT s.key, s.value FROM state_log AS s WHERE s.size = "
         "(SELECT max(x.size) FROM state_log AS x WHERE x.key = s.key)"))
@@ -95,13 +95,13 @@ def _state_history(conn: Connection) -> Iterator[tuple[str, object]]:
         yield str(key), str(value)
 
 
-def _map_nodes(conn: Connection) -> Iterator[NodeRow]:
+def map_node_rows(conn: Connection) -> Iterator[NodeRow]:
     rows = conn.execute(sa.text(
         "SELECT m.level, m.idx, m.hash FROM map_nodes_v AS m WHERE m.size = "
         "(SELECT max(x.size) FROM map_nodes_v AS x WHERE x.level = m.level "
         "AND x.idx = m.idx)"))
     for level, idx, value in rows:
-        yield int(level), int(idx), bytes(value)
+        yield int(level), int(idx), blob(value)
 
 
 def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
@@ -120,9 +120,9 @@ def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
             conn = conn.execution_options(isolation_level="REPEATABLE READ",
                                           postgresql_readonly=True)
         with conn.begin():
-            report = audit(_entries(conn), _checkpoints(conn), log_verifier_key=given,
+            report = audit(entry_rows(conn), _checkpoints(conn), log_verifier_key=given,
                            stored_nodes=_nodes(conn), state=_state(conn),
-                           state_history=_state_history(conn), stored_map=_map_nodes(conn),
+                           state_history=state_history_rows(conn), stored_map=map_node_rows(conn),
                            trusted_checkpoint=trusted_checkpoint, progress=progress)
     if report.ok and signing is not None and signing != given:
         return replace(report, ok=False, first_bad_index=0, kind="checkpoint",

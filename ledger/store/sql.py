@@ -124,6 +124,17 @@ _CHECKPOINT_AT = sa.select(t.checkpoints.c.note).where(
     t.checkpoints.c.size == sa.bindparam("size"))
 
 
+def blob(value: Any) -> bytes:
+    """A BLOB column as bytes. A hand-edited SQLite row can hold TEXT where a BLOB was
+    (``replace()`` on a BLOB returns TEXT): its bytes are then the UTF-8 text, which the
+    hash checks reject like any other edit, instead of crashing the reader."""
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def stored_entry(idx: Any, leaf: Any, leaf_hash: Any, ledger_time: Any) -> StoredEntry:
+    return StoredEntry(int(idx), blob(leaf), blob(leaf_hash), int(ledger_time))
+
+
 class _SqlView:
     """The rules' StateView over the ``state`` table, with the batch's pending writes.
 
@@ -357,7 +368,7 @@ class SqlStore:
             row = conn.execute(sa.select(t.entries).where(t.entries.c.idx == index)).first()
         if row is None:
             raise NotFound(f"no log entry at index {index}")
-        return StoredEntry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
+        return stored_entry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
 
     def entries(self, start: int = 0, end: int | None = None,
                 page: int = 2000) -> Iterator[StoredEntry]:
@@ -372,7 +383,7 @@ class SqlStore:
             if not rows:
                 return
             for row in rows:
-                yield StoredEntry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
+                yield stored_entry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
             nxt = rows[-1].idx + 1
 
     def entries_at(self, indices: Sequence[int]) -> list[StoredEntry]:
@@ -381,7 +392,7 @@ class SqlStore:
         with self.reader.connect() as conn:
             rows = conn.execute(sa.select(t.entries)
                                 .where(t.entries.c.idx.in_(list(indices)))).all()
-        found = {row.idx: StoredEntry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
+        found = {row.idx: stored_entry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
                  for row in rows}
         missing = [i for i in indices if i not in found]
         if missing:
@@ -505,7 +516,7 @@ class SqlStore:
             rows = conn.execute(_NODES_PG, params).all()
         else:
             rows = conn.execute(_NODES_SQLITE, {"plan": json.dumps(list(plan))}).all()
-        return {(int(lv), int(i)): bytes(h) for lv, i, h in rows}
+        return {(int(lv), int(i)): blob(h) for lv, i, h in rows}
 
     def _fetch(self, plan: Sequence[merkle.NodeId], size: int) -> dict[merkle.NodeId, bytes]:
         """The planned nodes, read in one snapshot together with the size check."""

@@ -61,7 +61,8 @@ def nodes_at(conn: Connection, plan: Sequence[vmap.NodeId], size: int) -> dict[v
     else:
         rows = conn.execute(_NODES_AT_SQLITE, {"plan": json.dumps(list(plan)),
                                                "size": size}).all()
-    return {(int(lv), int(i)): bytes(h) for lv, i, h in rows}
+    return {(int(lv), int(i)): h.encode() if isinstance(h, str) else bytes(h)
+            for lv, i, h in rows}
 
 
 def _decode(key: str, text: str) -> Record:
