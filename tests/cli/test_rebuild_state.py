@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from tests.cli.conftest import World, assert_error
+from tests.cli.conftest import World
 
 
 def _sql(world: World, sql: str, *params: object) -> None:
