@@ -8,7 +8,7 @@ benchmarks) serves that store as is.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from api.routes import artefacts, auth, events, log, objects, witness
 from api.runtime import Limits, Runtime
 from api.settings import Settings, check_sqlite_durability
 from ledger import keys
-from ledger.note import NoteSigner
+from ledger.note import ALG_COSIGNATURE_V1, NoteSigner, parse_verifier_key
 from ledger.store.base import LedgerStore
 
 API_VERSION = "1.0.0"
@@ -61,7 +61,8 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
                evidence_dir: Path | None = None, limits: Limits | None = None,
                clock: Clock = now_ms, origin: str | None = None,
                token_ttl_s: int = 900, challenge_ttl_s: int = 60,
-               group_commit_max: int = 256, write_queue: int = 4096) -> FastAPI:
+               group_commit_max: int = 256, write_queue: int = 4096,
+               witness_keys: Sequence[str] = ()) -> FastAPI:
     """Build the API for a settings object (production) or an open store (tests)."""
     if config is None:
         config = Settings()  # type: ignore[call-arg]  # from CUSTODY_* variables
@@ -72,6 +73,7 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
         evidence_dir, origin = s.evidence_dir, s.origin
         token_ttl_s, challenge_ttl_s = s.token_ttl_s, s.challenge_ttl_s
         group_commit_max, write_queue = s.group_commit_max, s.write_queue
+        witness_keys = tuple(s.witness_keys)
         limits = Limits(max_event_bytes=s.max_event_bytes,
                         max_batch_bytes=s.max_event_bytes * 32,
                         max_upload_bytes=s.max_upload_bytes)
@@ -88,7 +90,8 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
                            token_ttl_ms=token_ttl_s * 1000, clock=clock),
         committer=GroupCommitter(store, max_queue=write_queue, max_batch=group_commit_max),
         evidence=EvidenceStore(evidence_dir) if evidence_dir is not None else None,
-        limits=limits, fallback_origin=origin, owns_store=owns)
+        limits=limits, fallback_origin=origin, owns_store=owns,
+        witness_keys=_witness_keys(witness_keys))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,6 +123,13 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
     app.add_middleware(BodyLimit, cap_for=cap_for)
     _stable_openapi(app)
     return app
+
+
+def _witness_keys(keys: Sequence[str]) -> frozenset[str]:
+    """The accepted witnesses' verifier keys, each checked to be a cosignature key."""
+    for key in keys:
+        parse_verifier_key(key, ALG_COSIGNATURE_V1)  # InvalidInput names the problem
+    return frozenset(keys)
 
 
 def _random_key() -> bytes:

@@ -28,6 +28,8 @@ class Runtime:
     limits: Limits
     fallback_origin: str | None = None
     owns_store: bool = False
+    #: Witnesses allowed to post cosignatures (empty: any witness may).
+    witness_keys: frozenset[str] = frozenset()
 
     def ledger(self) -> dict[str, Any] | None:
         return self.store.state("ledger")

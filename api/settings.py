@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     page_max: Annotated[int, Field(ge=1, le=10_000)] = 1000
     write_queue: Annotated[int, Field(ge=1, le=100_000)] = 4096
     group_commit_max: Annotated[int, Field(ge=1, le=1000)] = 256
+    witness_keys: list[str] = Field(
+        default_factory=list, description="if set (a JSON list of C2SP cosignature verifier "
+        "keys), only these witnesses may post cosignatures; anyone may otherwise")
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from api.deps import StoreDep
+from api.deps import RuntimeDep, StoreDep
 from api.models import (
     CosignatureIn,
     CosignatureItem,
@@ -23,7 +23,7 @@ from api.models import (
     WitnessedCheckpoint,
 )
 from api.routes import PUBLIC, problems
-from ledger.errors import NotFound
+from ledger.errors import Forbidden, NotFound
 from ledger.store.base import LedgerStore
 from ledger.witness import MAX_WITNESSES
 
@@ -47,12 +47,18 @@ def _witnessed(store: LedgerStore, size: int, note: str) -> WitnessedCheckpoint:
 
 @router.post("/v1/log/cosignatures", operation_id="addCosignature", status_code=201,
              response_model=CosignatureOut,
-             responses={**_ALREADY, **problems(404, 413, 422, 502, 503)})
-def add_cosignature(body: CosignatureIn, store: StoreDep, response: Response) -> CosignatureOut:
+             responses={**_ALREADY, **problems(403, 404, 413, 422, 502, 503)})
+def add_cosignature(body: CosignatureIn, runtime: RuntimeDep,
+                    response: Response) -> CosignatureOut:
     """Store a witness's cosignature over the checkpoint of ``size`` (201). The same
     witness and size again answers 200 with the line stored first. 404: no checkpoint of
     that size; 422: malformed key or line, a signature that does not verify over that
-    checkpoint, or the checkpoint already has the most witnesses kept."""
+    checkpoint, or the checkpoint already has the most witnesses kept; 403: this server
+    accepts cosignatures only from its configured witnesses, and this is not one."""
+    if runtime.witness_keys and body.witness_key not in runtime.witness_keys:
+        raise Forbidden("this server accepts cosignatures only from its configured "
+                        "witnesses, and this key is not one of them")
+    store = runtime.store
     before = store.cosignatures(body.size).get(body.witness_key)
     stored = store.add_cosignature(body.size, body.witness_key, body.cosignature)
     if before is not None:

@@ -27,6 +27,10 @@ def serve(
                                                      "(uploads are off without it).")] = None,
     production: Annotated[bool, typer.Option("--production", help="Refuse unsafe settings "
                                              "(needs CUSTODY_TOKEN_SECRET).")] = False,
+    witness_key: Annotated[list[str] | None, typer.Option(
+        "--witness-key", metavar="KEY", help="Accept cosignatures only from this witness "
+        "(verifier key printed by 'custody witness init'); repeat for several. Without it "
+        "any witness may post.")] = None,
 ) -> None:
     """Serve this home's ledger over the REST API (OpenAPI at /openapi.json, docs at /docs).
     Clients sign events with their own keys; the server holds only the log key."""
@@ -43,6 +47,8 @@ def serve(
         values["log_key_passphrase"] = os.environ["CUSTODY_PASSPHRASE"]
     if evidence_dir:
         values["evidence_dir"] = evidence_dir
+    if witness_key:
+        values["witness_keys"] = list(witness_key)
     secret = os.environ.get("CUSTODY_TOKEN_SECRET")
     if secret:
         values["token_secret"] = secret

@@ -194,3 +194,25 @@ def test_remote_store_round_trip(client: TestClient, grown: SqlStore) -> None:
         remote.add_cosignature(42, NFI.key, line)
     with pytest.raises(InvalidSignature):
         remote.add_cosignature(2, NFI.key, line)
+
+
+def test_a_server_can_accept_only_its_configured_witnesses(grown: SqlStore) -> None:
+    """Anyone may otherwise fill a checkpoint's witness slots with keys they made up."""
+    from api.app import create_app
+
+    app = create_app(grown, clock=w.now_ms, witness_keys=[NFI.key])
+    with TestClient(app) as client:
+        note = note_of(grown, 2)
+        stranger = client.post("/v1/log/cosignatures", json=PJ.body(2, note))
+        assert stranger.status_code == 403
+        assert stranger.json()["type"].endswith("forbidden")
+        assert client.post("/v1/log/cosignatures", json=NFI.body(2, note)).status_code == 201
+    assert list(grown.cosignatures(2)) == [NFI.key]
+
+
+def test_a_configured_witness_key_must_be_a_cosignature_key(grown: SqlStore) -> None:
+    from api.app import create_app
+    from ledger.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        create_app(grown, witness_keys=[LOG_KEY])  # a log (0x01) key, not a witness key
