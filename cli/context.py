@@ -58,7 +58,12 @@ class Ctx:
         return self._store
 
     def custody(self) -> Custody:
-        return custody(self.loaded(), self.store())
+        """The use cases, for a write. The ledger must first extend the checkpoint this
+        client kept: nothing is appended to a truncated or forked log (exit 1)."""
+        store = self.store()
+        if self.loaded().remembered_checkpoint() is not None:
+            self.trusted_checkpoint()
+        return custody(self.loaded(), store)
 
     def reading_as(self, actor_id: str | None) -> Ctx:
         """Read as this actor (server mode authenticates reads with its key)."""

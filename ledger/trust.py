@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from ledger import merkle_verify
 from ledger.checkpoint import Checkpoint, verify_checkpoint
-from ledger.errors import CheckpointRefused, VerificationError
+from ledger.errors import CheckpointRefused, NotFound, VerificationError
 from ledger.note import NoteVerifier
 
 #: ``consistency(old_size, new_size)`` -> the RFC 9162 consistency proof hashes.
@@ -90,8 +90,14 @@ def update_trusted(kept: str | None, new: str, log_key: str, consistency: Consis
             "not replaced", "kept-invalid") from None
     if cp.size < old.size:
         if older_ok:
-            _prove(consistency, cp, old, f"the ledger's checkpoint (size {cp.size}) is not "
-                   f"a prefix of the one this client kept (size {old.size})")
+            try:
+                _prove(consistency, cp, old, f"the ledger's checkpoint (size {cp.size}) is "
+                       f"not a prefix of the one this client kept (size {old.size})")
+            except NotFound:  # the ledger cannot even prove up to the kept size
+                raise CheckpointRefused(
+                    f"the ledger no longer has the {old.size} entries of the checkpoint this "
+                    f"client kept (its checkpoint has size {cp.size}): the log was truncated",
+                    "rollback") from None
             return TrustDecision(old, kept, False, old.size, cp)
         raise CheckpointRefused(
             f"the ledger's checkpoint (size {cp.size}) is older than the one this client "

@@ -251,16 +251,26 @@ def registered(store: LedgerStore, sha256: str) -> list[str]:
                               if e.kind == ev.ARTEFACT_REGISTER))
 
 
-def _visible_target(store: LedgerStore, caller: Caller, sha256: str,
-                    artefact_id: str | None) -> str | None:
-    """The artefact to verify: the one named (if visible), else the first visible artefact
-    registered with ``sha256`` (the refs index is only a hint: the proof decides)."""
+def _visible_target(runtime: Runtime, caller: Caller, sha256: str,
+                    artefact_id: str | None) -> tuple[str | None, VerifyResult | None]:
+    """The artefact to verify: the one named (if visible), else the first visible
+    artefact that the checkpoint PROVES was registered with ``sha256`` (never the refs
+    index). Without one, the proven answer for the digest itself when it is
+    ``not-registered`` (or a fault): it reveals nothing about invisible artefacts."""
+    store, key = runtime.store, runtime.verifier_key
+    if key is None:
+        raise NotFound("the ledger has no genesis event yet")
     if artefact_id is not None:
-        return str(artefact_for(store, caller, artefact_id)["id"])
+        return str(artefact_for(store, caller, artefact_id)["id"]), None
+    by_digest = views.verify(store, log_key=key, sha256=sha256)
+    if by_digest.verdict in ("not-registered", "fault") and by_digest.artefact_id is None:
+        return None, by_digest
     v = view(store, caller)
-    found = (v.get("art/" + i) for i in registered(store, sha256))
-    record = next((r for r in found if r and can_see_artefact(v, caller, r)), None)
-    return None if record is None else str(record["id"])
+    for art_id in (by_digest.artefact_id, *by_digest.also_registered_as):
+        record = v.get("art/" + art_id) if art_id else None
+        if record is not None and can_see_artefact(v, caller, record):
+            return art_id, None
+    return None, VerifyResult("not-registered", None, sha256)
 
 
 def verdict_for(runtime: Runtime, caller: Caller, sha256: str,
@@ -269,16 +279,13 @@ def verdict_for(runtime: Runtime, caller: Caller, sha256: str,
     client runs: from the artefact's bundle, against the log key), for the artefacts the
     caller may see. A digest registered only for artefacts the caller may not see is
     answered ``not-registered`` with ``complete`` false: nothing about them is revealed."""
-    store, key = runtime.store, runtime.verifier_key
-    if key is None:
-        raise NotFound("the ledger has no genesis event yet")
-    target = _visible_target(store, caller, sha256, artefact_id)
+    target, answer = _visible_target(runtime, caller, sha256, artefact_id)
     if target is None:
-        result = views.verify(store, log_key=key, sha256=sha256)
-        if result.verdict != "not-registered" or result.faults:
-            result = VerifyResult("not-registered", None, sha256)
-    else:
-        result = views.verify(store, log_key=key, sha256=sha256, artefact_id=target)
+        assert answer is not None  # noqa: S101 - one of the two is always set
+        return VerifyOut(**answer.to_json())
+    key = runtime.verifier_key
+    assert key is not None  # noqa: S101 - checked by _visible_target
+    result = views.verify(runtime.store, log_key=key, sha256=sha256, artefact_id=target)
     return VerifyOut(**result.to_json())
 
 
@@ -295,19 +302,16 @@ def get_bundle(runtime: RuntimeDep, caller: CallerDep,
     store = runtime.store
     if (artefact is None) == (sha256 is None):
         raise InvalidInput("give exactly one of 'artefact' and 'sha256'")
-    if artefact is not None:
-        target: str | None = _visible_target(store, caller, "", artefact)
-    else:
-        assert sha256 is not None  # noqa: S101 - checked above
-        target = _visible_target(store, caller, sha256.lower(), None)
+    digest = "" if sha256 is None else sha256.lower()
+    target, answer = _visible_target(runtime, caller, digest, artefact)
     if target is not None:
         bundle, faults = store.bundle(artefact_id=target, size=size)
+    elif answer is not None and answer.checkpoint is not None:
+        # The digest's own proven answer (not registered, or a fault the client must see):
+        # its bundle, so the client reaches that answer itself.
+        bundle, faults = store.bundle(sha256=digest, size=size)
     else:
-        assert sha256 is not None  # noqa: S101 - an artefact was named or 404 was raised
-        bundle, faults = store.bundle(sha256=sha256.lower(), size=size)
-        hist = next((m for m in bundle.maps if m.key.startswith("hist/sha256/")), None)
-        if hist is None or hist.value is not None:
-            raise NotFound("no artefact with this SHA-256 is visible to you")
+        raise NotFound("no artefact with this SHA-256 is visible to you")
     return BundleOut(bundle=bundle.to_json(), cache_faults=[f.to_json() for f in faults])
 
 

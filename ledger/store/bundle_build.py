@@ -58,11 +58,18 @@ def build_bundle(store: Any, *, artefact_id: str | None = None, sha256: str | No
 
     def history(subject: str) -> list[StoredEntry]:
         value = prove("hist/" + subject)
-        if value is None:
-            return []
-        hint = subject.replace("art/", "", 1) if subject.startswith("art/") \
-            else subject.replace("sha256/", "sha256:", 1)
+        hint = subject[len("art/"):] if subject.startswith("art/") \
+            else "sha256:" + subject[len("sha256/"):]
         indices = [i for i in src.refs(hint) if i < size]
+        if value is None:
+            listed = [e.index for e in src.entries_at(indices)
+                      if subject in subjects(ev.Entry.from_leaf(
+                          e.leaf, check_canonical=False).signed.event)] if indices else []
+            if indices and (subject.startswith("sha256/") or listed):
+                faults.append(Fault("cache", f"the refs index lists entries {indices[:5]} for "
+                                    f"{subject}, which the checkpoint proves has none: the "
+                                    "index was edited", key="refs/" + hint))
+            return []
         if len(indices) > MAX_ENTRIES:
             raise InvalidInput(f"{subject} has more than {MAX_ENTRIES} entries")
         found = [e for e in src.entries_at(indices)

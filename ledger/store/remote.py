@@ -251,6 +251,13 @@ class RemoteStore:
             raise e.UpstreamError(f"the server sent a malformed record for {key}")
         return value
 
+    def caller_roles(self) -> set[str]:
+        """The roles of the actor this client reads as (GET /v1/auth/me)."""
+        data = self._json("GET", "/v1/auth/me")
+        record = data.get("record") if isinstance(data, dict) else None
+        roles = record.get("roles") if isinstance(record, dict) else None
+        return {str(r) for r in roles} if isinstance(roles, list) else set()
+
     def cached_state(self, key: str) -> dict[str, Any] | None:
         """What the server serves (the server verifies its own reads)."""
         return self.state(key)

@@ -248,8 +248,10 @@ def test_a_home_without_a_pinned_log_key_is_told_to_pin_one(world: World) -> Non
     del doc["log_key"]
     config.write_text(json.dumps(doc))
     refused_with_kept_unchanged(world, "has no pinned log key", "log", "checkpoint")
-    refused_with_kept_unchanged(world, "was appended, but this home", "case", "open",
+    size = world.size()  # a write is refused before anything is appended
+    refused_with_kept_unchanged(world, "has no pinned log key", "case", "open",
                                 "CASE-T4", "--as", "de-prosecutor")
+    assert world.size() == size
     res = world.cli("log", "checkpoint")
     assert "custody log verifier-key" in res.err
     assert "config.json" in res.err
