@@ -416,6 +416,8 @@ class SqlStore:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             note = conn.execute(_LATEST_CHECKPOINT).scalar_one_or_none()
             root = self._signed_map_root(None if note is None else str(note))
+            if root is None:  # an empty ledger, or one from before the state map
+                return self.cached_state(key)
             with self._lock:
                 cache = self._rmap
             if cache is None or cache.root != root:
