@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.cli.conftest import World, assert_error
+from tests.cli.conftest import World, assert_error, invoke
 
 
 def _log_key(world: World) -> str:
@@ -29,6 +29,13 @@ def test_export_then_verify_offline_gives_the_same_verdict_as_verify(world: Worl
     intact = world.cli("bundle", "verify", out, "--log-key", _log_key(world), "--json",
                        expect=0).json
     assert intact["verdict"] == "verified"
+    # On a machine without the ledger: a home that does not exist, no network.
+    elsewhere = invoke(["--home", str(world.root / "no-ledger-here"), "bundle", "verify",
+                        str(out), "--log-key", _log_key(world), "--evidence",
+                        str(world.evidence), "--json"])
+    assert elsewhere.code == 0, elsewhere.err
+    assert elsewhere.json["custody"] == online["custody"]
+    assert not (world.root / "no-ledger-here").exists()
 
 
 def test_export_never_overwrites_silently_and_leaves_no_partial_file(world: World) -> None:
