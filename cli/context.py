@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from ledger.errors import CheckpointRefused, NotFound, VerificationError
 from ledger.home import Home, custody, open_store
@@ -18,8 +18,30 @@ from ledger.service import ActorKey, Custody
 from ledger.store.base import AppendResult, LedgerStore
 from ledger.trust import TrustDecision
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+#: Width used when the output is not a terminal (a pipe or a file): wide enough that no
+#: table cell or line is ever cut or ellipsised.
+UNBOUNDED_WIDTH = 100_000
+
+
+class _Console(Console):
+    """A Rich console that is as wide as the terminal on a terminal, and unbounded when
+    redirected: ``custody history X > report.txt`` keeps every value whole (no cut at
+    80 columns, no "…"). Tables size to their content, never to this width."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(UNBOUNDED_WIDTH, dims.height)
+        return dims
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console: Console = _Console(soft_wrap=True)
+err_console: Console = _Console(stderr=True, soft_wrap=True)
 
 
 @dataclass

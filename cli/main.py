@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,8 +15,19 @@ except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as _click_exceptions
 
 from cli import context
-from cli.commands import bundle, cases, custody, demo, identity, log, server, setup, witness
-from cli.errors import EXIT_CODES_HELP, INVALID, exit_code
+from cli.commands import (
+    browse,
+    bundle,
+    cases,
+    custody,
+    demo,
+    identity,
+    log,
+    server,
+    setup,
+    witness,
+)
+from cli.errors import EXIT_CODES_HELP, INVALID, NOT_FOUND, exit_code
 from ledger.errors import LedgerError
 from ledger.home import Home
 
@@ -27,6 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # markdown: docstrings' single line breaks are joined, so help reflows cleanly
+    rich_markup_mode="markdown",
 )
 
 
@@ -64,6 +78,9 @@ app.add_typer(cases.lb_app, name="legal-basis")
 app.add_typer(log.app, name="log")
 app.add_typer(witness.app, name="witness")
 app.add_typer(bundle.app, name="bundle")
+app.add_typer(browse.artefact_app, name="artefact")
+app.add_typer(browse.transfers_app, name="transfers")
+cases.case_app.command("show")(browse.case_show)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -73,22 +90,86 @@ def run(argv: list[str] | None = None) -> int:
         # raising it.
         code = app(args=argv, standalone_mode=False, prog_name="custody")
     except LedgerError as exc:
-        context.err_console.print(f"custody: {exc}", highlight=False, markup=False)
-        return exit_code(exc)
+        return _say(str(exc), exit_code(exc))
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
-        context.err_console.print("custody: aborted", highlight=False)
-        return INVALID
+        return _say("aborted", INVALID)
     except _click_exceptions.ClickException as exc:
-        exc.show()
-        return INVALID
+        # One sentence like every other error, not click's usage block.
+        return _say(_click_message(exc), INVALID)
     except FileNotFoundError as exc:
-        context.err_console.print(f"custody: no such file: {exc.filename}", markup=False)
-        return 4
+        return _say(f"no such file: {exc.filename}", NOT_FOUND)
+    except ModuleNotFoundError as exc:
+        return _say(missing_module(exc.name), INVALID)
+    except OSError as exc:
+        return _say(os_error(exc), INVALID)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        db = database_error(exc)
+        if db is None:
+            raise
+        return _say(*db)
     return code if isinstance(code, int) else 0
+
+
+def _say(message: str, code: int) -> int:
+    context.err_console.print(f"custody: {message}", highlight=False, markup=False,
+                              soft_wrap=True)
+    return code
+
+
+def _click_message(exc: _click_exceptions.ClickException) -> str:
+    """Click's message on one line, naming the command when it is a usage error."""
+    message = " ".join(exc.format_message().split())
+    command = getattr(getattr(exc, "ctx", None), "command_path", None)
+    if isinstance(exc, _click_exceptions.UsageError) and command:
+        return f"{message} (see '{command} --help')"
+    return message
+
+
+#: Modules that come with an extra of the package, and that extra.
+_EXTRAS = {"uvicorn": "api", "httpx": "api", "fastapi": "api", "starlette": "api",
+           "pydantic_settings": "api", "blake3": "blake3"}
+
+
+def missing_module(name: str | None) -> str:
+    """The sentence for a module that is not installed: which extra brings it."""
+    top = (name or "").split(".")[0]
+    extra = _EXTRAS.get(top)
+    if extra == "api":
+        return (f"this command needs the server and client extra ({top} is not installed): "
+                "pip install 'custody-ledger[api]'")
+    if extra:
+        return f"{top} is not installed: pip install 'custody-ledger[{extra}]'"
+    return (f"the Python module {top or 'of a dependency'!s} is not installed: reinstall "
+            "custody-ledger (pip install 'custody-ledger[api]' for every extra)")
+
+
+def os_error(exc: OSError) -> str:
+    """One sentence for a file-system failure (read-only home, not a directory, ...)."""
+    where = exc.filename if exc.filename is not None else "a file"
+    if exc.errno == errno.EROFS:
+        return f"cannot write {where}: the file system is read-only (a read-only custody home?)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {where} (a read-only custody home, or another user's?)"
+    if exc.errno == errno.ENOTDIR:
+        return f"{where} is not a directory: a path in it is a file"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def database_error(exc: BaseException) -> tuple[str, int] | None:
+    """A database failure that escaped the store as one sentence and exit code (or None
+    when ``exc`` is not one): a damaged SQLite file is named as such (exit 1), any other
+    database failure is a backend failure (exit 5)."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    from ledger.store.sql import describe_database_error
+
+    error = describe_database_error(exc)
+    return str(error), exit_code(error)
 
 
 def entry() -> None:

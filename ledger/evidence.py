@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ from typing import Any, BinaryIO, Protocol
 
 from ledger.errors import InvalidInput, NotFound, PayloadTooLarge
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Digests", "digests_match", "hash_file", "hash_stream"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "Digests", "digests_match", "evidence_size", "hash_file",
+           "hash_stream"]
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 # Buffers in the ring: one being filled by the reader while up to three are hashed.
@@ -83,6 +85,7 @@ def hash_file(
     """
     hashers = _new_hashers(blake3)
     shown = os.fspath(path)
+    _check_kind(path, shown)  # BEFORE opening: opening a FIFO blocks until a writer comes
     try:
         # Unbuffered: readinto goes straight from the page cache into our buffers.
         fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
@@ -103,6 +106,51 @@ def hash_file(
             raise InvalidInput(f"cannot read {shown}: {exc.strerror or exc}.") from None
     finally:
         fh.close()
+
+
+#: What is refused, by file type, and why (never opened: each can block or never end).
+_REFUSED_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe), which has no fixed content and blocks when opened"),
+    (stat.S_ISCHR, "a character device, which has no fixed size (it may never end)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def evidence_size(path: str | os.PathLike[str]) -> int | None:
+    """The size of evidence at ``path``: a regular file's size, or a block device's
+    (read from the device; ``st_size`` of a device node is 0). None otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return os.stat(path).st_size
+    if stat.S_ISBLK(mode):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+    return None
+
+
+def _check_kind(path: str | os.PathLike[str], shown: str) -> None:
+    """Accept regular files and block devices (an examiner hashes ``/dev/sdX``); refuse
+    directories, FIFOs, character devices and sockets at once, from ``os.stat`` alone."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing or unreachable: opening it reports that in one sentence
+    for test, what in _REFUSED_KINDS:
+        if test(mode):
+            if what == "a directory":
+                raise InvalidInput(f"{shown} is a directory, not an evidence file.")
+            raise InvalidInput(f"{shown} is {what}, not an evidence file: give a regular "
+                               "file or a block device.")
 
 
 def hash_stream(

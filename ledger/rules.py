@@ -280,6 +280,9 @@ def _legal_basis(view: StateView, signer: Record, e: ev.Event, p: pl.LegalBasis,
         raise Conflict("duplicate-id", f"legal basis {p.id} already exists")
     if p.valid_until < p.valid_from:
         raise _refuse("legal-basis-window", "valid_until is before valid_from")
+    if p.instrument in _BETWEEN_STATES and p.issuing_state == p.executing_state:
+        raise _refuse("legal-basis-same-state", f"a {p.instrument} is between two states; "
+                      f"issuing and executing state are both {p.issuing_state}")
     if p.case is None and not p.artefacts:
         raise _refuse("legal-basis-scope", "a legal basis must name a case or artefacts")
     if p.case is not None:
@@ -450,6 +453,9 @@ _NEEDS_ROLE: dict[str, frozenset[str]] = {
     ev.ARTEFACT_REGISTER: frozenset({"examiner"}),
     ev.DISPATCH: CUSTODIAL_ROLES, ev.RECEIPT: CUSTODIAL_ROLES,
 }
+#: Instruments that exist only between two different states (mutual legal assistance,
+#: European Investigation and Production Orders): the same state on both sides is refused.
+_BETWEEN_STATES = frozenset({"mlat", "eio", "epoc", "epoc-pr"})
 #: Kinds that move custody and therefore carry the artefact head in ``prev``.
 _CHAINED = frozenset({ev.DISPATCH, ev.RECEIPT})
 #: Kinds whose payload names the artefact in ``artefact``.

@@ -15,7 +15,7 @@ from typing import Any
 
 from ledger import _sodium
 from ledger import events as ev
-from ledger.errors import Forbidden, NotFound
+from ledger.errors import Forbidden, InvalidInput, NotFound, RuleViolation
 from ledger.evidence import Digests
 from ledger.rules import may_access
 from ledger.store.base import AppendResult, LedgerStore
@@ -80,7 +80,8 @@ class Custody:
                 actor_name: str, roles: list[str], log_key: str,
                 skew_ms: int = 300_000) -> AppendResult:
         payload = {"log_key": log_key, "skew_ms": skew_ms,
-                   "org": {"id": org_id, "name": org_name, "jurisdiction": jurisdiction},
+                   "org": {"id": org_id, "name": org_name,
+                           "jurisdiction": jurisdiction.upper()},
                    "actor": {"id": actor.actor_id, "org": org_id, "name": actor_name,
                              "roles": roles, "public_key": actor.public_key_b64}}
         return self.submit(ev.GENESIS, actor, payload)
@@ -88,7 +89,7 @@ class Custody:
     def add_org(self, actor: ActorKey, org_id: str, name: str,
                 jurisdiction: str) -> AppendResult:
         return self.submit(ev.ORG_REGISTER, actor,
-                           {"id": org_id, "name": name, "jurisdiction": jurisdiction})
+                           {"id": org_id, "name": name, "jurisdiction": jurisdiction.upper()})
 
     def enrol(self, actor: ActorKey, *, actor_id: str, org: str, name: str, roles: list[str],
               public_key: bytes) -> AppendResult:
@@ -98,6 +99,7 @@ class Custody:
             "public_key": base64.b64encode(public_key).decode()})
 
     def revoke(self, actor: ActorKey, target: str, reason: str = "") -> AppendResult:
+        self.record("actor/" + target, "actor")  # an unknown actor is not found (exit 4)
         return self.submit(ev.ACTOR_REVOKE, actor, {"actor": target, "reason": reason})
 
     # ---- cases and legal bases ----------------------------------------------------
@@ -117,9 +119,13 @@ class Custody:
                         issuing_authority: str = "", executing_authority: str = "",
                         document_sha256: str | None = None,
                         basis_id: str | None = None) -> AppendResult:
+        today = dt.datetime.fromtimestamp(self.clock() / 1000, tz=dt.UTC).date().isoformat()
+        if valid_until < (valid_from or today):
+            raise InvalidInput(f"the legal basis would end ({valid_until}) before it starts "
+                               f"({valid_from or today}); check --valid-from and --valid-until")
         if case is not None:
             self.record("case/" + case, "case")
-        today = dt.datetime.fromtimestamp(self.clock() / 1000, tz=dt.UTC).date().isoformat()
+        issuing_state, executing_state = issuing_state.upper(), executing_state.upper()
         payload: dict[str, Any] = {
             "id": basis_id or self.new_id("lb"), "instrument": instrument,
             "reference": reference, "issuing_state": issuing_state,
@@ -178,13 +184,30 @@ class Custody:
 
     def access(self, actor: ActorKey, *, artefact: str, action: str, purpose: str,
                authorisation: str = "", source: str = "cli") -> AppendResult:
-        """Record an access. A denied attempt is recorded too, then raises Forbidden."""
-        self.record("art/" + artefact, "artefact")
+        """Record an access. A denied attempt is recorded too, then raises Forbidden.
+
+        An artefact this store does not show (unknown, or through a server one the actor
+        may not see) is still attempted, as a signed DENIED access: the ledger records it
+        when the artefact exists, and answers "unknown artefact" either way (the rules
+        refuse an access to an unknown id, ``unknown-art``; a server answers 404 for both,
+        so the answer does not reveal whether the artefact exists)."""
         signer = self.record("actor/" + actor.actor_id, "actor")
-        outcome = "success" if may_access(_StoreView(self.store), signer, artefact) else "denied"
-        receipt = self.submit(ev.ACCESS, actor, {
-            "artefact": artefact, "action": action, "purpose": purpose,
-            "authorisation": authorisation, "outcome": outcome, "source": source})
+        payload = {"artefact": artefact, "action": action, "purpose": purpose,
+                   "authorisation": authorisation, "outcome": "denied", "source": source}
+        if self.store.state("art/" + artefact) is None:
+            unknown = NotFound(f"unknown artefact {artefact!r}, or one you may not see; an "
+                               "attempt on an artefact that exists is recorded")
+            try:
+                self.submit(ev.ACCESS, actor, payload)
+            except (NotFound, RuleViolation) as exc:
+                if isinstance(exc, RuleViolation) and exc.rule != "unknown-art":
+                    raise
+                raise unknown from None
+            raise unknown  # pragma: no cover - a store records it only when it exists
+        if may_access(_StoreView(self.store), signer, artefact):
+            payload["outcome"] = "success"
+        outcome = payload["outcome"]
+        receipt = self.submit(ev.ACCESS, actor, payload)
         if outcome == "denied":
             raise AccessDenied(
                 f"{actor.actor_id} ({signer['org']}) may not access {artefact}; the denied "
@@ -192,9 +215,12 @@ class Custody:
         return receipt
 
     def record_verification(self, actor: ActorKey, *, artefact: str, sha256: str,
-                            tree_size: int) -> AppendResult:
-        art = self.record("art/" + artefact, "artefact")
-        verdict = "authentic" if art["digests"]["sha256"] == sha256 else "mismatch"
+                            tree_size: int, verdict: str | None = None) -> AppendResult:
+        """Log a verification. ``verdict``: one already reached from proofs (a court
+        outside the case cannot read the artefact's record, only prove it)."""
+        if verdict is None:
+            art = self.record("art/" + artefact, "artefact")
+            verdict = "authentic" if art["digests"]["sha256"] == sha256 else "mismatch"
         return self.submit(ev.VERIFICATION, actor, {
             "artefact": artefact, "sha256": sha256, "verdict": verdict, "tree_size": tree_size})
 

@@ -38,7 +38,7 @@ from api.models import (
     VerifyOut,
     VerifyRequest,
 )
-from api.policy import Caller, can_see_artefact, visible
+from api.policy import VERIFY_BY_BYTES_ROLES, Caller, can_see_artefact, visible
 from api.routes import READ, WRITE, problems
 from api.routes.events import APPENDED
 from api.runtime import Runtime
@@ -260,17 +260,30 @@ def _visible_target(runtime: Runtime, caller: Caller, sha256: str,
     store, key = runtime.store, runtime.verifier_key
     if key is None:
         raise NotFound("the ledger has no genesis event yet")
-    if artefact_id is not None:
+    holder = bool(sha256) and holds_bytes_capability(caller)
+    if artefact_id is not None and not holder:
         return str(artefact_for(store, caller, artefact_id)["id"]), None
     by_digest = views.verify(store, log_key=key, sha256=sha256)
+    proven = [a for a in (by_digest.artefact_id, *by_digest.also_registered_as) if a]
+    if artefact_id is not None:  # a court naming an artefact: visible, or proven for sha256
+        if artefact_id in proven:
+            return artefact_id, None
+        return str(artefact_for(store, caller, artefact_id)["id"]), None
     if by_digest.verdict in ("not-registered", "fault") and by_digest.artefact_id is None:
         return None, by_digest
     v = view(store, caller)
-    for art_id in (by_digest.artefact_id, *by_digest.also_registered_as):
-        record = v.get("art/" + art_id) if art_id else None
-        if record is not None and can_see_artefact(v, caller, record):
+    for art_id in proven:
+        record = v.get("art/" + art_id)
+        if record is not None and (holder or can_see_artefact(v, caller, record)):
             return art_id, None
     return None, VerifyResult("not-registered", None, sha256)
+
+
+def holds_bytes_capability(caller: Caller) -> bool:
+    """Holding the file is the capability: a court (and an auditor) verifies ANY artefact
+    that the checkpoint proves was registered with the SHA-256 of bytes it holds, and
+    sees that artefact's custody chain, case or no case (never by the refs index)."""
+    return bool(caller.roles & VERIFY_BY_BYTES_ROLES)
 
 
 def verdict_for(runtime: Runtime, caller: Caller, sha256: str,

@@ -4,6 +4,7 @@ signed events, find an event, read world state and refs (all authorised per obje
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -24,13 +25,16 @@ from api.models import (
     StatePage,
     StateRecord,
 )
-from api.policy import can_see_event, can_see_state, visible
+from api.policy import Caller, can_see_event, can_see_state, visible
 from api.problems import problem_body
 from api.routes import READ, WRITE
+from api.runtime import Runtime
 from api.writes import admit, parse_signed, view, write
+from ledger import events as ev
 from ledger.canonical import canonical
 from ledger.errors import LedgerError, NotFound
 from ledger.events import Entry, SignedEvent
+from ledger.rules import StateView
 from ledger.store.base import AppendResult
 
 router = APIRouter(tags=["events"])
@@ -48,8 +52,48 @@ async def append_event(body: SignedEventBody, request: Request, runtime: Runtime
     """Append a signed event of any kind (what ``LedgerStore.append`` does remotely).
 
     201: committed, with its index and the checkpoint covering it. 200: this exact
-    signed event is already on the log; the original receipt is returned."""
+    signed event is already on the log; the original receipt is returned.
+
+    A DENIED ``access.record`` about an artefact the caller may not see is appended when
+    that artefact exists, and answered 404 exactly like an unknown artefact: every denied
+    attempt is on the log, and the answer does not reveal that the artefact exists."""
+    raw = await request.body()
+    hidden = await anyio.to_thread.run_sync(lambda: hidden_denial(runtime, caller, raw))
+    if hidden is not None:
+        await _append_quietly(runtime, hidden)
+        raise hidden_answer(hidden)
     return await write(request, runtime, caller)
+
+
+def hidden_denial(runtime: Runtime, caller: Caller, raw: bytes,
+                  state: StateView | None = None) -> SignedEvent | None:
+    """The caller's own denied access event about an artefact it may not see: to be
+    recorded (when the artefact exists) and answered as not found. ``None`` for anything
+    else, which takes the ordinary write path (an unknown artefact raises the same 404
+    here, so both answers are one code path)."""
+    try:
+        signed = parse_signed(raw)
+    except LedgerError:
+        return None
+    event, v = signed.event, state or view(runtime.store, caller)
+    art = event.payload.get("artefact")
+    if (event.kind != ev.ACCESS or event.signer != caller.id or not isinstance(art, str)
+            or event.payload.get("outcome") != "denied"
+            or visible(v, caller, "art/" + art) is not None):
+        return None
+    if v.get("art/" + art) is None:
+        raise hidden_answer(signed)
+    return signed
+
+
+def hidden_answer(signed: SignedEvent) -> NotFound:
+    return NotFound(f"unknown artefact {signed.event.payload['artefact']!r}")
+
+
+async def _append_quietly(runtime: Runtime, signed: SignedEvent) -> None:
+    """Append; any refusal (skew, replay...) is answered as the same 404, not revealed."""
+    with contextlib.suppress(LedgerError):
+        await asyncio.wrap_future(runtime.committer.submit(signed))
 
 
 @router.post("/v1/events/batch", operation_id="appendEvents", response_model=BatchResult,
@@ -62,23 +106,37 @@ async def append_events(body: BatchBody, runtime: RuntimeDep, caller: CallerDep)
         out: list[SignedEvent | LedgerError] = []
         for item in body.events:
             try:
-                signed = parse_signed(canonical(item.model_dump()))
+                raw = canonical(item.model_dump())
+                hidden = hidden_denial(runtime, caller, raw, state=v)
+                if hidden is not None:
+                    hidden_ids.add(hidden.event_id)
+                    out.append(hidden)
+                    continue
+                signed = parse_signed(raw)
                 admit(runtime.store, caller, signed, state=v)
                 out.append(signed)
             except LedgerError as exc:
                 out.append(exc)
         return out
 
+    hidden_ids: set[str] = set()
+    prepared = await anyio.to_thread.run_sync(prepare)
     futures: list[asyncio.Future[AppendResult] | LedgerError] = [
         item if isinstance(item, LedgerError) else
-        asyncio.wrap_future(runtime.committer.submit(item))
-        for item in await anyio.to_thread.run_sync(prepare)]
+        asyncio.wrap_future(runtime.committer.submit(item)) for item in prepared]
     outcomes: list[BatchOutcome] = []
-    for fut in futures:
+    for item, fut in zip(prepared, futures, strict=True):
         try:
             if isinstance(fut, LedgerError):
                 raise fut
-            result = await fut
+            try:
+                result = await fut
+            except LedgerError:
+                if isinstance(item, SignedEvent) and item.event_id in hidden_ids:
+                    raise hidden_answer(item) from None
+                raise
+            if isinstance(item, SignedEvent) and item.event_id in hidden_ids:
+                raise hidden_answer(item)
         except LedgerError as exc:
             status, problem, _ = problem_body(exc)
             outcomes.append(BatchOutcome(status=status, problem=problem))

@@ -95,18 +95,29 @@ def lb_add(
     """Record a legal basis for transfers between two states."""
     c = context.get(ctx)
     check_choice(instrument, INSTRUMENTS, "instrument")
-    check_country(issuing_state)
-    check_country(executing_state)
+    issuing_state = check_country(issuing_state.strip().upper())
+    executing_state = check_country(executing_state.strip().upper())
+    until = _date(valid_until, "--valid-until") or ""
+    since = _date(valid_from, "--valid-from")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    if until < (since or today):
+        raise InvalidInput(f"--valid-until {until} is before --valid-from {since or today}; a "
+                           "legal basis cannot end before it starts")
     doc = hash_file(document).sha256 if document else None
     actor = c.actor(as_)
-    receipt = c.custody().add_legal_basis(
+    custody = c.custody()
+    today = dt.datetime.fromtimestamp(custody.clock() / 1000, tz=dt.UTC).date().isoformat()
+    receipt = custody.add_legal_basis(
         actor, instrument=instrument, reference=reference,
         issuing_state=issuing_state, executing_state=executing_state,
-        valid_until=_date(valid_until, "--valid-until") or "",
-        valid_from=_date(valid_from, "--valid-from"), case=case, artefacts=artefact or [],
+        valid_until=until, valid_from=since, case=case, artefacts=artefact or [],
         restrictions=restriction or [], issuing_authority=issuing_authority,
         executing_authority=executing_authority, document_sha256=doc, basis_id=basis_id)
     lb = receipt.result["legal_basis"]
+    if until < today:  # recorded (it documents what happened), but it covers nothing now
+        context.err_console.print(f"custody: warning: legal basis {lb} expired on {until}; "
+                                  "it does not cover any transfer from today",
+                                  highlight=False, markup=False)
     context.done(ctx, json_, receipt, {"legal_basis": lb, "document_sha256": doc},
                  f"Recorded legal basis {lb} ({instrument} {reference}, "
                  f"{issuing_state}↔{executing_state})")

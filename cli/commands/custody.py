@@ -11,8 +11,8 @@ from cli import context
 from cli.options import As, Json, check_choice
 from cli.witness_opts import Quorum, Witnesses
 from ledger import views
-from ledger.errors import NotFound
-from ledger.evidence import Digests, hash_file
+from ledger.errors import InvalidInput, LedgerError, NotFound
+from ledger.evidence import Digests, evidence_size, hash_file
 from ledger.vocab import ACCESS_ACTIONS, ARTEFACT_TYPES
 
 FileArg = Annotated[Path, typer.Argument(help="The evidence file (read once, never stored).")]
@@ -21,7 +21,7 @@ FileArg = Annotated[Path, typer.Argument(help="The evidence file (read once, nev
 def hashed(ctx: typer.Context, path: Path, blake3: bool = False) -> Digests:
     """Hash a file in one streaming read, with a progress bar on a terminal."""
     c = context.get(ctx)
-    size = path.stat().st_size if path.is_file() else None
+    size = evidence_size(path)  # a block device's size comes from the device
     with context.progress(c, f"Hashing {path.name}", total=size) as update:
         return hash_file(path, blake3=blake3, progress=update)
 
@@ -39,15 +39,22 @@ def register(
     blake3: Annotated[bool, typer.Option("--blake3", help="Also compute BLAKE3.")] = False,
     artefact_id: Annotated[str | None, typer.Option("--id", help="Artefact id (default: "
                                                     "generated).")] = None,
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty", help="Register a 0-byte file (refused by default: every empty "
+        "file would then verify as this artefact).")] = False,
     as_: As = None,
     json_: Json = False,
 ) -> None:
-    """Register an artefact: SHA-256 and SHA-512 from one streaming read, signed by you."""
+    """Register an artefact: SHA-256 and SHA-512 from one streaming read, signed by you.
+    An empty file is refused unless --allow-empty."""
     check_choice(kind, ARTEFACT_TYPES, "type")
     c = context.get(ctx)
     actor = c.actor(as_)
     custody = c.custody()
     digests = hashed(ctx, file, blake3)
+    if digests.size == 0 and not allow_empty:
+        raise InvalidInput(f"{file} is empty (0 bytes): any empty file would verify as this "
+                           "artefact; pass --allow-empty if that is really the evidence")
     receipt = custody.register(actor, case=case, digests=digests, kind=kind, exhibit=exhibit,
                                description=description, parents=parent or [],
                                artefact_id=artefact_id)
@@ -211,7 +218,27 @@ def verify(
     if artefact is not None and result.verdict == "not-registered" and not result.faults:
         raise NotFound(f"unknown artefact {artefact!r}: the checkpoint of size {cp.size} "
                        "proves it was never registered")
+    if c.loaded().config.get("server") and result.artefact_id \
+            and result.verdict in ("authentic", "mismatch") \
+            and not _visible(c, result.artefact_id):
+        # Through a server, holding the bytes is a capability: a court or an auditor
+        # outside the case may verify the artefact and see its chain, and that use of
+        # the capability is on the log, signed by the verifier.
+        receipt = c.custody().record_verification(
+            c.actor(as_), artefact=result.artefact_id, sha256=digests.sha256,
+            tree_size=cp.size, verdict=result.verdict)
+        c.remember_receipt(receipt)
+        context.err_console.print(f"The verification is recorded at log index "
+                                  f"{receipt.index}.", highlight=False)
     report(ctx, result, json_, "every entry's signature and inclusion proof verified")
+
+
+def _visible(c: context.Ctx, artefact_id: str) -> bool:
+    """Whether the verifier may read the artefact's record (a party to its case)."""
+    try:
+        return c.reader().state("art/" + artefact_id) is not None
+    except LedgerError:
+        return True  # the server refuses its own record: the verdict names that fault
 
 
 def status(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:

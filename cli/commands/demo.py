@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shlex
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from cli import context
+from cli.options import Json
 from ledger.errors import InvalidInput
 
 DEMO_SIZE = 64 * 1024 * 1024
@@ -47,24 +49,47 @@ class _Story:
         if code != expect:
             self.failures.append(f"'custody {shown}' exited {code}, expected {expect}")
             context.err_console.print(f"[red]unexpected exit code {code} (expected {expect})[/]")
-        elif expect:
+        elif expect and not capture:  # a captured step reports after its own line
             context.console.print(f"[dim](exit {code}, as expected)[/]")
         if capture:
             return json.loads(buf.getvalue().splitlines()[-1]) if buf.getvalue() else {}
         return None
 
+    def verdict(self, args: list[str], expect: int = 0) -> str:
+        """Run a verification and print its verdict in one line (the custody table is
+        printed once, at the end, not after every verification)."""
+        out = self.run(args, expect=expect, capture=True)
+        context.console.print(
+            f"Verdict: [bold]{out.get('verdict', '?')}[/]  sha256 {out.get('sha256', '?')}",
+            highlight=False)
+        if expect:
+            context.console.print(f"[dim](exit {expect}, as expected)[/]")
+        return str(out.get("verdict", "?"))
+
 
 def demo(
+    ctx: typer.Context,
     home: Annotated[Path | None, typer.Option(
         "--home", help="Where to create the demo ledger (default: a new temporary "
         "directory). Must not already hold a ledger.")] = None,
     size_mib: Annotated[int, typer.Option(min=1, max=4096, help="Size of the generated disk "
                                           "image in MiB.")] = 64,
+    json_: Json = False,
 ) -> None:
     """Run the whole custody story: two agencies in two countries, a joint case, an MLAT
     request, a disk image registered, a transfer refused without legal basis and dispatched
     with it, a tampered copy rejected, the true copy accepted, access logged (and denied),
-    a court verifying, and an audit. Keys are stored unencrypted: demo only."""
+    a court verifying, and an audit. Keys are stored unencrypted: demo only. With
+    --json the story goes to stderr and stdout gets one JSON summary."""
+    if context.want_json(ctx, json_):
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = _story(home, size_mib)
+        context.emit_json(summary)
+        return
+    _story(home, size_mib)
+
+
+def _story(home: Path | None, size_mib: int) -> dict[str, Any]:
     root = home or Path(tempfile.mkdtemp(prefix="custody-demo-"))
     if (root / "config.json").exists():
         raise InvalidInput(f"{root} already holds a ledger; pick an empty --home")
@@ -100,25 +125,29 @@ def demo(
     with image.open("wb") as fh:
         for _ in range(size_mib):
             fh.write(os.urandom(1024 * 1024))
-    reg = s.run(["register", str(image), "--case", "CASE-2026-0042", "--type", "disk-image",
-                 "--exhibit", "DE-01", "--description", "Seized laptop SSD",
-                 "--as", "de-examiner"], capture=True)
-    art = reg.get("artefact_id", "?")
-    context.console.print(f"registered [bold]{art}[/] sha256 {reg.get('sha256')}")
+    # Runs like a user's command (not captured), so it shows its progress bar on a
+    # terminal and its one-line result; the ids are fixed so no output needs parsing.
+    art, basis = "DE-01-disk", "MLA-2026-0042"
+    s.run(["register", str(image), "--case", "CASE-2026-0042", "--type", "disk-image",
+           "--exhibit", "DE-01", "--description", "Seized laptop SSD", "--id", art,
+           "--as", "de-examiner"])
 
     s.say("Custody to the Netherlands without a legal basis is refused (nothing written)")
     s.run(["transfer", art, "--to", "nfi", "--purpose", "malware analysis",
            "--as", "de-custodian"], expect=3)
 
     s.say("The MLAT request from the Netherlands is recorded, then the dispatch goes through")
-    lb = s.run(["legal-basis", "add", "--instrument", "mlat", "--reference", "MLA-2026-0042",
-                "--issuing-state", "NL", "--executing-state", "DE", "--valid-until", until,
-                "--case", "CASE-2026-0042", "--restriction", "speciality",
-                "--as", "de-prosecutor"], capture=True)
-    basis = lb.get("legal_basis", "?")
-    tr1 = s.run(["transfer", art, "--to", "nfi", "--purpose", "malware analysis",
-                 "--legal-basis", basis, "--transport", "courier", "--seal", "S-1001",
-                 "--as", "de-custodian"], capture=True).get("transfer", "?")
+    s.run(["legal-basis", "add", "--instrument", "mlat", "--reference", "MLA-2026-0042",
+           "--issuing-state", "NL", "--executing-state", "DE", "--valid-until", until,
+           "--case", "CASE-2026-0042", "--restriction", "speciality", "--id", basis,
+           "--as", "de-prosecutor"])
+    tr1, tr2 = "TR-0001", "TR-0002"
+    s.run(["transfer", art, "--to", "nfi", "--purpose", "malware analysis",
+           "--legal-basis", basis, "--transport", "courier", "--seal", "S-1001", "--id", tr1,
+           "--as", "de-custodian"])
+
+    s.say("NFI's custodian finds the incoming transfer in the organisation's inbox")
+    s.run(["transfers", "list", "--pending", "--as", "nl-custodian"])
 
     s.say("A tampered copy arrives: NFI re-hashes it BEFORE accepting, and rejects it")
     tampered = work / "disk01-tampered.E01"
@@ -129,9 +158,9 @@ def demo(
     s.run(["receive", tr1, "--file", str(tampered), "--as", "nl-custodian"], expect=1)
 
     s.say("The true copy is sent again and accepted: NFI becomes custodian")
-    tr2 = s.run(["transfer", art, "--to", "nfi", "--purpose", "malware analysis (resend)",
-                 "--legal-basis", basis, "--transport", "courier", "--seal", "S-1002",
-                 "--as", "de-custodian"], capture=True).get("transfer", "?")
+    s.run(["transfer", art, "--to", "nfi", "--purpose", "malware analysis (resend)",
+           "--legal-basis", basis, "--transport", "courier", "--seal", "S-1002", "--id", tr2,
+           "--as", "de-custodian"])
     s.run(["receive", tr2, "--file", str(image), "--seal", "S-1002", "--as", "nl-custodian"])
 
     s.say("Every access is logged; an agency outside the case is denied, and that is logged")
@@ -140,15 +169,20 @@ def demo(
     s.run(["access", art, "--action", "view", "--purpose", "curiosity", "--as", "fr-analyst"],
           expect=3)
 
-    s.say("The custody timeline")
+    s.say("A court verifies the true file and the tampered one")
+    verdicts = {"true_copy": s.verdict(["verify", str(image)]),
+                "tampered_copy": s.verdict(["verify", str(tampered), "--artefact", art],
+                                           expect=1)}
+
+    s.say("The artefact and its custody timeline, once, as they stand at the end")
+    s.run(["artefact", "show", art])
     s.run(["history", art])
 
-    s.say("A court verifies the true file and the tampered one")
-    s.run(["verify", str(image)])
-    s.run(["verify", str(tampered), "--artefact", art], expect=1)
-
     s.say("An auditor re-verifies the whole ledger")
-    s.run(["audit"])
+    report = s.run(["audit"], capture=True)
+    context.console.print(f"audit {'passed' if report.get('ok') else 'FAILED'}: "
+                          f"{report.get('entries_checked')} entries, tree size "
+                          f"{report.get('tree_size')}", highlight=False)
 
     if s.failures:
         for failure in s.failures:
@@ -162,3 +196,6 @@ def demo(
                 f"custody --home {root} verify {image}",
                 f"custody --home {root} audit --json"):
         context.console.print(f"  {cmd}", highlight=False)
+    return {"home": str(root), "artefact_id": art, "evidence": str(image),
+            "tampered": str(tampered), "verdicts": verdicts, "audit_ok": bool(report.get("ok")),
+            "tree_size": report.get("tree_size")}

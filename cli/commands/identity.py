@@ -33,7 +33,7 @@ def org_add(
 ) -> None:
     """Register an organisation (admin only)."""
     c = context.get(ctx)
-    check_country(jurisdiction)
+    jurisdiction = check_country(jurisdiction.strip().upper())
     oid = org_id or slug(name)
     actor = c.actor(as_)
     receipt = c.custody().add_org(actor, oid, name, jurisdiction)

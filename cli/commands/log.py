@@ -12,7 +12,7 @@ import typer
 from cli import context
 from cli.options import As, Json
 from cli.witness_opts import Quorum, Witnesses, WitnessPolicy, check_witnessed, witness_policy
-from ledger.errors import InvalidInput, NotFound, VerificationError
+from ledger.errors import InvalidInput, LedgerError, NotFound, VerificationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,23 +33,37 @@ def checkpoint(
         "witnesses validly cosigned it.")] = False,
     witness: Witnesses = None,
     quorum: Quorum = None,
+    json_: Json = False,
 ) -> None:
     """Print the current checkpoint exactly, as a C2SP signed note, once it verifies with
     the pinned log key and extends the checkpoint this client kept (which it then
     replaces). Exit 1 for an unsigned, forked or rolled-back checkpoint."""
     if witnessed or witness or quorum is not None:
-        _witnessed_checkpoint(ctx, witness_policy(witness, quorum))
+        _witnessed_checkpoint(ctx, witness_policy(witness, quorum), json_)
         return
     note, _decision = context.get(ctx).latest_trusted()
-    typer.echo(note, nl=False)
+    _print_note(ctx, json_, note)
+
+
+def _print_note(ctx: typer.Context, json_: bool, note: str) -> None:
+    """The signed note exactly as text, or ``{"origin", "size", "root", "note"}``."""
+    if not context.want_json(ctx, json_):
+        typer.echo(note, nl=False)
+        return
+    lines = note.split("\n")
+    context.emit_json({"origin": lines[0], "size": int(lines[1]), "root": lines[2],
+                       "note": note})
 
 
 @app.command("verifier-key")
-def verifier_key(ctx: typer.Context) -> None:
+def verifier_key(ctx: typer.Context, json_: Json = False) -> None:
     """Print the log's public key as a C2SP note verifier key (name+keyid+base64)."""
     ledger = context.get(ctx).reader().state("ledger")
     if ledger is None:
         raise NotFound("the log has no genesis entry")
+    if context.want_json(ctx, json_):
+        context.emit_json({"verifier_key": ledger["log_key"], "origin": ledger["origin"]})
+        return
     typer.echo(ledger["log_key"])
 
 
@@ -150,7 +164,8 @@ def audit(
     store = c.reader()
     home = c.loaded()
     pinned = home.config.get("log_key")
-    trusted = checkpoint_file.read_text() if checkpoint_file else home.remembered_checkpoint()
+    trusted = _checkpoint_file(checkpoint_file) if checkpoint_file \
+        else home.remembered_checkpoint()
     with context.progress(c, "Auditing", total=store.size()) as advance:
         if isinstance(store, SqlStore):  # embedded: also the stored nodes and state table
             report = audit_store(store, trusted_checkpoint=trusted, progress=advance,
@@ -170,6 +185,24 @@ def audit(
                 else f" at index {report.first_bad_index}"
             context.err_console.print(f"audit FAILED{where} ({report.kind}): {report.detail}")
         raise typer.Exit(1)
+
+
+def _checkpoint_file(path: Path) -> str:
+    """A checkpoint the user kept (``--checkpoint FILE``): a signed note, or one clear
+    sentence (exit 2) — never an audit "failure" caused by a wrong file."""
+    from ledger.checkpoint import Checkpoint
+    from ledger.note import split_note
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        Checkpoint.parse(split_note(text)[0])
+    except OSError as exc:
+        raise InvalidInput(f"cannot read --checkpoint {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, LedgerError) as exc:
+        why = exc.message if isinstance(exc, LedgerError) else "it is not UTF-8 text"
+        raise InvalidInput(f"--checkpoint {path} is not a signed checkpoint note ({why})") \
+            from None
+    return text
 
 
 #: The state namespaces a server lists (``nonce/`` replay bookkeeping is not compared).
@@ -240,7 +273,8 @@ def _advance_kept_checkpoint(c: context.Ctx, report: AuditReport) -> AuditReport
 
 # ---- witnessed checkpoints (--witnessed --witness KEY --quorum N; cli/witness_opts.py) --
 
-def _witnessed_checkpoint(ctx: typer.Context, policy: WitnessPolicy | None) -> None:
+def _witnessed_checkpoint(ctx: typer.Context, policy: WitnessPolicy | None,
+                          json_: bool = False) -> None:
     """Print the newest checkpoint with at least ``quorum`` cosignatures, after checking
     the log's signature with the pinned key and, with a policy, the quorum of trusted
     witnesses (VerificationError, exit 1, otherwise)."""
@@ -263,4 +297,4 @@ def _witnessed_checkpoint(ctx: typer.Context, policy: WitnessPolicy | None) -> N
         verify_checkpoint(note, log_key)
     else:
         check_witnessed(note, log_key, policy)
-    typer.echo(note, nl=False)
+    _print_note(ctx, json_, note)

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
+import socket
+import sys
 from typing import Annotated
 
 import typer
@@ -31,9 +34,11 @@ def serve(
         "--witness-key", metavar="KEY", help="Accept cosignatures only from this witness "
         "(verifier key printed by 'custody witness init'); repeat for several. Without it "
         "any witness may post.")] = None,
+    json_: Json = False,
 ) -> None:
     """Serve this home's ledger over the REST API (OpenAPI at /openapi.json, docs at /docs).
-    Clients sign events with their own keys; the server holds only the log key."""
+    Clients sign events with their own keys; the server holds only the log key. A port
+    already in use is invalid usage (exit 2): choose another --port."""
     from api.server import serve as run_server
     from api.settings import Settings
 
@@ -57,9 +62,41 @@ def serve(
     except ValueError as exc:
         raise InvalidInput(str(exc).splitlines()[-1] if str(exc) else "invalid settings") \
             from exc
-    context.err_console.print(f"Serving {home.origin} on http://{host}:{port} "
-                              f"({settings.database_url.split(':', 1)[0]})")
-    run_server(host, port, settings)
+    check_port_free(host, port)
+    backend = settings.database_url.split(":", 1)[0]
+    if context.want_json(ctx, json_):
+        context.emit_json({"origin": home.origin, "url": f"http://{host}:{port}",
+                           "database": backend})
+        sys.stdout.flush()
+    else:
+        context.err_console.print(f"Serving {home.origin} on http://{host}:{port} ({backend})")
+    try:
+        run_server(host, port, settings)
+    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind (a race with the check)
+        if exc.code not in (None, 0):
+            raise InvalidInput(f"could not listen on {host}:{port} (in use, or not an "
+                               "address of this machine); choose another --port or --host") \
+                from None
+        raise
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse at once, in one sentence (exit 2), a port that is already in use."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {host!r}: {exc.strerror or exc}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InvalidInput(f"port {port} on {host} is already in use; choose another "
+                                   "--port") from None
+            raise InvalidInput(f"cannot listen on {host}:{port}: "
+                               f"{exc.strerror or exc}") from None
 
 
 def join(

@@ -16,7 +16,7 @@ from ledger.errors import InvalidInput, LedgerError
 from ledger.home import Home, custody, open_store, passphrase_from_env
 from ledger.note import check_name, verifier_key
 from ledger.service import ActorKey
-from ledger.vocab import COUNTRIES
+from ledger.vocab import COUNTRIES, ROLES
 
 
 def slug(name: str) -> str:
@@ -55,6 +55,18 @@ def check_country(code: str) -> str:
     return code
 
 
+def admin_role_list(value: str) -> list[str]:
+    """``admin,examiner`` -> ["admin", "examiner"]; every role known, admin included."""
+    roles = list(dict.fromkeys(r.strip() for r in value.split(",") if r.strip()))
+    for role in roles:
+        if role not in ROLES:
+            raise InvalidInput(f"unknown role {role!r}; use one of: " + ", ".join(ROLES))
+    if "admin" not in roles:
+        raise InvalidInput("--admin-roles must include admin (the first actor enrols the "
+                           "others)")
+    return roles
+
+
 def init(
     ctx: typer.Context,
     origin: Annotated[str, typer.Option(help="The log's origin line, e.g. "
@@ -70,16 +82,23 @@ def init(
                                                  "the home).")] = None,
     no_passphrase: Annotated[bool, typer.Option("--no-passphrase", help="Store keys "
                                                 "unencrypted (0600 only).")] = False,
+    admin_roles: Annotated[str, typer.Option(
+        metavar="ROLES", help="Roles of the admin actor, comma-separated; must include "
+        "admin. The default also lets the admin register evidence as an examiner; pass "
+        "--admin-roles admin for an admin who never handles evidence.")] = "admin,examiner",
     json_: Json = False,
 ) -> None:
-    """Create a new ledger: log key, first organisation, and an admin actor who may also
-    act as examiner. Keys are written under the home with mode 0600."""
+    """Create a new ledger: log key, first organisation, and an admin actor with the roles
+    of --admin-roles (by default admin and examiner; printed). Keys are written under the
+    home with mode 0600."""
     c = context.get(ctx)
     home: Home = c.home
     if home.exists:
         raise InvalidInput(f"{home.path} already holds a ledger; choose another --home")
     check_name(origin)
+    jurisdiction = jurisdiction.upper()  # "de" is DE: the signed genesis keeps upper case
     check_country(jurisdiction)
+    roles = admin_role_list(admin_roles)
     oid = org_id or slug(org_name)
     aid = admin_id or f"{oid}-admin"
     passphrase = new_passphrase(no_passphrase, "the new keys")
@@ -100,7 +119,7 @@ def init(
             home.save()
             receipt = custody(home, store).genesis(
                 admin, org_id=oid, org_name=org_name, jurisdiction=jurisdiction,
-                actor_name=admin_name, roles=["admin", "examiner"], log_key=vkey)
+                actor_name=admin_name, roles=roles, log_key=vkey)
             home.remember_checkpoint(receipt.checkpoint)
         finally:
             store.close()
@@ -117,11 +136,12 @@ def init(
                     target.unlink(missing_ok=True)
         raise
     out = {"home": str(home.path), "origin": origin, "org": oid, "jurisdiction": jurisdiction,
-           "admin": aid, "verifier_key": vkey, "log_index": receipt.index,
+           "admin": aid, "admin_roles": roles, "verifier_key": vkey, "log_index": receipt.index,
            "encrypted_keys": passphrase is not None}
     if context.want_json(ctx, json_):
         context.emit_json(out)
         return
     context.console.print(f"Created ledger [bold]{origin}[/] in {home.path}")
-    context.console.print(f"  organisation {oid} ({jurisdiction}), admin actor {aid}")
+    context.console.print(f"  organisation {oid} ({jurisdiction}), admin actor {aid} "
+                          f"with roles {', '.join(roles)}", highlight=False)
     context.console.print(f"  log verifier key: {vkey}")

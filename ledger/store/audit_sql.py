@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from ledger.audit import AuditReport, NodeRow, Progress, audit
 from ledger.store import schema as t
 from ledger.store.base import StoredEntry
-from ledger.store.sql import SqlStore, blob, stored_entry
+from ledger.store.sql import SqlStore, blob, damage_message, integrity_check, stored_entry
 
 PAGE = 2000
 
@@ -115,6 +115,13 @@ def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
     """
     signing = store.signer.verifier_key if store.signer is not None else None
     given = log_verifier_key if log_verifier_key is not None else signing
+    # The database's own check first: a damaged SQLite file can read "fine" in the rows
+    # the audit happens to touch (e.g. a corrupted alembic_version page).
+    problems = integrity_check(store.reader)
+    if problems:
+        return AuditReport(ok=False, entries_checked=0, first_bad_index=None, kind="database",
+                           detail=damage_message(store.reader.url.database, problems),
+                           tree_size=0, root_hex="")
     with store.reader.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ",

@@ -10,10 +10,12 @@ commit returns is anything acknowledged.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from alembic import command
@@ -88,6 +90,86 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URL (None for other databases or in-memory)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    raw = url[len("sqlite:///"):]
+    if raw.startswith("file:"):
+        raw = raw[len("file:"):].split("?", 1)[0]
+    return Path(raw) if raw and raw != ":memory:" else None
+
+
+def _writable_dir(folder: Path) -> bool:
+    # os.access also reports a read-only mount (EROFS) to root.
+    return not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK)
+
+
+def _has_wal(path: Path) -> bool:
+    wal = path.with_name(path.name + "-wal")
+    return wal.exists() and wal.stat().st_size > 0
+
+
+def integrity_check(engine: Engine, *, quick: bool = False,
+                    raise_on_damage: bool = False) -> list[str]:
+    """SQLite's own check of the file (``PRAGMA integrity_check``, or the cheaper
+    ``quick_check`` that skips index-content comparison). Returns the problems it
+    reports (empty when the file is sound; always empty on PostgreSQL). With
+    ``raise_on_damage`` a damaged file raises :class:`IntegrityFault` instead."""
+    if engine.dialect.name != "sqlite":
+        return []
+    pragma = "quick_check" if quick else "integrity_check"
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"PRAGMA {pragma}(20)").all()
+    except DBAPIError as exc:
+        problems = [str(getattr(exc, "orig", exc))]
+    else:
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+    if problems and raise_on_damage:
+        raise IntegrityFault(damage_message(engine.url.database, problems), kind="database")
+    return problems
+
+
+def damage_message(database: str | None, problems: Sequence[str],
+                   source: str = "SQLite's integrity check reports") -> str:
+    first = " ".join(problems[0].split()) if problems else "damaged"
+    more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+    name = f"the ledger database {_shown(database)}".rstrip()
+    return (f"{name} is damaged ({source}: {first}{more}); "
+            "nothing is written to it: restore it from a backup")
+
+
+def _shown(database: str | None) -> str:
+    if not database:
+        return ""
+    return database[len("file:"):].split("?", 1)[0] if database.startswith("file:") \
+        else database
+
+
+_DAMAGE = ("file is not a database", "malformed", "disk image", "corrupt")
+_READ_ONLY = ("readonly", "read-only", "unable to open database file")
+
+
+def describe_database_error(exc: DBAPIError, url: str | None = None) -> LedgerError:
+    """One sentence for a database failure: a damaged SQLite file (IntegrityFault, exit
+    1), a file that cannot be opened or written (InvalidInput, exit 2), a busy database
+    (Backpressure) or any other backend failure (UpstreamError)."""
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
+    low = reason.lower()
+    path = sqlite_path(url) if url else None
+    where = str(path) if path is not None else "the ledger database"
+    if any(word in low for word in _DAMAGE):
+        return IntegrityFault(damage_message(None if path is None else str(path), [reason],
+                                             "SQLite says"), kind="database")
+    if any(word in low for word in _READ_ONLY):
+        return InvalidInput(f"cannot open {where} for writing ({reason}): the custody home "
+                            "or the file is read-only")
+    if "locked" in low or "busy" in low:
+        return Backpressure(f"the ledger database is busy ({reason}); retry later")
+    return UpstreamError(f"the ledger database failed: {reason}")
 
 
 # Statements are built once: constructing SQLAlchemy expressions on every append cost
@@ -190,13 +272,36 @@ class SqlStore:
 
     @classmethod
     def open(cls, url: str, *, signer: NoteSigner | None, clock: Clock,
-             create: bool = False, verify_key: str | None = None) -> SqlStore:
-        engine = make_engine(url)
-        if create:
-            migrate(engine)
-        elif not sa.inspect(engine).has_table("entries"):
-            raise NotFound(f"no ledger database at {url}; run 'custody init' first")
-        reader = make_engine(url, reader=True) if url.startswith("sqlite") else None
+             create: bool = False, verify_key: str | None = None,
+             check: bool = False) -> SqlStore:
+        """Open the ledger at ``url``. A store without a ``signer`` only reads: in a
+        read-only directory its SQLite file is opened immutable (no lock or WAL files can
+        be made there, so no writer can be changing it). A store that writes refuses a
+        read-only directory, and with ``check`` a SQLite file that fails
+        ``PRAGMA quick_check``. Database failures are raised as one sentence
+        (:func:`describe_database_error`)."""
+        path = sqlite_path(url)
+        if path is not None and not create:
+            if path.is_dir():
+                raise InvalidInput(f"the ledger database {path} is a directory")
+            if not _writable_dir(path.parent):
+                if signer is not None:
+                    raise InvalidInput(f"the ledger database {path} is in a read-only "
+                                       "directory, so nothing can be appended: make the "
+                                       "custody home writable")
+                if path.is_file() and not _has_wal(path):
+                    url = f"sqlite:///file:{quote(str(path))}?immutable=1&uri=true"
+        try:
+            engine = make_engine(url)
+            if create:
+                migrate(engine)
+            elif not sa.inspect(engine).has_table("entries"):
+                raise NotFound(f"no ledger database at {url}; run 'custody init' first")
+            if check and path is not None:
+                integrity_check(engine, quick=True, raise_on_damage=True)
+            reader = make_engine(url, reader=True) if url.startswith("sqlite") else None
+        except DBAPIError as exc:
+            raise describe_database_error(exc, url) from None
         return cls(engine, signer=signer, clock=clock, reader=reader, verify_key=verify_key)
 
     def close(self) -> None:

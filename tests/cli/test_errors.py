@@ -132,7 +132,7 @@ def test_unknown_local_actor(world: World) -> None:
 # ---- invalid input ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", ["EL", "de", "DEU"])
+@pytest.mark.parametrize("code", ["EL", "xx", "DEU"])  # "de" is normalised (issue 9)
 def test_invalid_country(world: World, code: str) -> None:
     refused(world, 2, "is not an ISO 3166-1 alpha-2 country code", "org", "add", "--name",
             "Agency", "--jurisdiction", code, "--as", "bka-admin")
@@ -181,7 +181,7 @@ def test_expired_legal_basis(world: World) -> None:
 
 
 def test_legal_basis_window_backwards(world: World) -> None:
-    refused(world, 3, "valid_until is before valid_from", "legal-basis", "add",
+    refused(world, 2, "is before --valid-from", "legal-basis", "add",
             "--instrument", "mlat", "--reference", "R", "--issuing-state", "NL",
             "--executing-state", "DE", "--valid-until", "2020-12-31", "--case", CASE,
             "--as", "de-prosecutor")

@@ -177,6 +177,7 @@ CASES: dict[str, Callable[[W], Any]] = {
                                   {"case": "CASE-1", "org": "lka"}),
     "legal-basis-window": lambda w: w.lb(w.admin, valid_from="2030-01-01",
                                          valid_until="2029-01-01"),
+    "legal-basis-same-state": lambda w: w.lb(w.admin, issuing_state="DE"),
     "legal-basis-scope": lambda w: w.lb(w.admin, case=None),
     "legal-basis-state": lambda w: w.lb(w.admin, issuing_state="FR", executing_state="NL"),
     "case-member": lambda w: w.sign(ev.ARTEFACT_REGISTER, w.lka_exam, {
