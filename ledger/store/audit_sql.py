@@ -130,6 +130,8 @@ def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
             report = audit(entry_rows(conn), _checkpoints(conn), log_verifier_key=given,
                            stored_nodes=_nodes(conn), state=_state(conn),
                            state_history=state_history_rows(conn), stored_map=map_node_rows(conn),
+                           checkpoint_sizes={int(n) for n in conn.execute(
+                               sa.select(t.checkpoints.c.size)).scalars()},
                            trusted_checkpoint=trusted_checkpoint, progress=progress)
     if report.ok and signing is not None and signing != given:
         return replace(report, ok=False, first_bad_index=0, kind="checkpoint",

@@ -379,7 +379,7 @@ class SqlStore:
             new_size = size + len(accepted)
             encoded = {k: canonical(v).decode() for k, v in view.pending.items()}
             map_root = cache.commit(conn, view.pending, new_size, encoded)
-            note = self._checkpoint(frontier, map_root)
+            note = cache.note = self._checkpoint(frontier, map_root)
             conn.execute(_INSERT_ENTRIES, rows)
             conn.execute(_INSERT_NODES, node_rows)
             if ref_rows:
@@ -402,6 +402,11 @@ class SqlStore:
         if note is None:
             raise IntegrityFault(f"the log has {size} entries but no checkpoint of that size; "
                                  "writes are refused (run 'custody audit')", kind="checkpoint")
+        cached = self._map
+        if cached is not None and cached.note == note:
+            # The very checkpoint this process signed last, byte for byte: its map root
+            # is the cache's (a signature check per append cost as much as the commit).
+            return cached
         try:
             cp = verify_checkpoint(str(note), self.signer.verifier_key)
             root = vmap.root_of(cp.extensions)
@@ -412,8 +417,8 @@ class SqlStore:
         if cp.size != size:
             raise IntegrityFault(f"the latest checkpoint covers {cp.size} entries, the log has "
                                  f"{size}; writes are refused", kind="checkpoint")
-        cached = self._map
         if cached is not None and root is not None and cached.root == root:
+            cached.note = str(note)
             return cached
         cache = MapCache(root)
         if root is None:  # a ledger from before the state map: map its state once
