@@ -308,13 +308,15 @@ def get_bundle(runtime: RuntimeDep, caller: CallerDep,
                artefact: Annotated[IdStr | None, Query()] = None,
                sha256: Annotated[Hex64 | None, Query()] = None,
                size: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> BundleOut:
-    """The court bundle (docs/bundle.md) of an artefact the caller may see, or of a
-    SHA-256 digest, proven at checkpoint ``size`` (default: the latest). Clients verify
-    it themselves against the log key they pinned; ``cache_faults`` lists where the
+    """The court bundle (docs/bundle.md) of an artefact the caller may see (or, for a court
+    or an auditor giving the SHA-256 of bytes it holds, any artefact proven registered
+    with them), or of a SHA-256 digest, proven at checkpoint ``size`` (default: latest).
+    Clients verify it themselves against the log key they pinned; ``cache_faults`` lists where the
     server's own caches disagree with what is proven."""
     store = runtime.store
-    if (artefact is None) == (sha256 is None):
-        raise InvalidInput("give exactly one of 'artefact' and 'sha256'")
+    if artefact is None and sha256 is None:
+        raise InvalidInput("give 'artefact', 'sha256' or both (a court or an auditor that "
+                           "holds the bytes names both)")
     digest = "" if sha256 is None else sha256.lower()
     target, answer = _visible_target(runtime, caller, digest, artefact)
     if target is not None:

@@ -36,10 +36,12 @@ class _Source(Protocol):
 
 def build_bundle(store: Any, *, artefact_id: str | None = None, sha256: str | None = None,
                  size: int | None = None) -> tuple[Bundle, list[Fault]]:
-    """The bundle for an artefact (or for every registration of a SHA-256) at ``size``
-    (default: the latest checkpoint), and the cache faults found while building it."""
-    if (artefact_id is None) == (sha256 is None):
-        raise InvalidInput("name either an artefact or a SHA-256 digest")
+    """The bundle for an artefact (or, when no artefact is named, for every registration
+    of a SHA-256) at ``size`` (default: the latest checkpoint), and the cache faults found
+    while building it. With both, the artefact's bundle: the digest is the caller's
+    evidence, which the verifier compares."""
+    if artefact_id is None and sha256 is None:
+        raise InvalidInput("name an artefact or a SHA-256 digest")
     src: _Source = store
     size = src.size() if size is None else size
     if size <= 0:

@@ -312,8 +312,8 @@ class RemoteStore:
                size: int | None = None) -> tuple[Bundle, list[Fault]]:
         """The server's court bundle; the CALLER verifies it (ledger.bundle) against its
         pinned log key — nothing the server says here is trusted."""
-        params: dict[str, Any] = {"artefact": artefact_id} if artefact_id else \
-            {"sha256": sha256}
+        params: dict[str, Any] = {k: v for k, v in (("artefact", artefact_id),
+                                                    ("sha256", sha256)) if v}
         if size is not None:
             params["size"] = size
         data = self._json("GET", "/v1/bundles", params=params)

@@ -72,6 +72,12 @@ def test_outsider_access_is_recorded_and_court_verifies_by_bytes(
         assert verdict.json["verdict"] == "authentic"
         assert verdict.json["artefact_id"] == art
         assert any(step["kind"] == "artefact.register" for step in verdict.json["custody"])
+        # Naming the artefact works the same: the bytes are the capability.
+        named = custody(court, "verify", str(evidence), "--artefact", art, "--json",
+                        "--as", "judge")
+        assert named.code == 0, named.err
+        assert named.json["verdict"] == "authentic"
+        assert named.json["artefact_id"] == art
         # Without the bytes, the court sees nothing it is not a party to.
         hidden = custody(court, "history", art, "--as", "judge")
         assert hidden.code == 4, hidden.err
