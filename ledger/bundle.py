@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
 
 from ledger import events as ev
@@ -195,8 +195,6 @@ class VerifyResult:
         """The same result with more faults (e.g. a cache that disagrees): never authentic."""
         if not extra:
             return self
-        from dataclasses import replace
-
         return replace(self, faults=(*self.faults, *extra), verdict="fault")
 
     def to_json(self) -> dict[str, Any]:
@@ -385,8 +383,6 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
 def _done(result: VerifyResult, run: _Run) -> VerifyResult:
     if not run.faults:
         return result
-    from dataclasses import replace
-
     return replace(result, verdict="fault", faults=tuple(run.faults))
 
 

@@ -13,6 +13,7 @@ import typer
 
 from cli import context
 from cli.witness_opts import Quorum, Witnesses, witness_policy
+from ledger import views
 from ledger.bundle import Bundle, VerifyResult, verify_bundle
 from ledger.checkpoint import Checkpoint
 from ledger.errors import InvalidInput, NotFound, VerificationError
@@ -26,15 +27,14 @@ MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 
 
 def checkpoint_for(c: context.Ctx, witnesses: list[str] | None,
-                   quorum: int | None) -> tuple[Checkpoint, str, tuple[str, ...], int]:
+                   quorum: int | None) -> tuple[Checkpoint, tuple[str, ...], int]:
     """The checkpoint a verdict rests on, trusted by this client: the latest one (through
     the client's checkpoint trust), or with ``--witness`` the newest checkpoint cosigned
     by a quorum, proven to be a prefix of (or to extend) the kept one."""
     c.loaded().pinned_log_key()  # refuses a home without one
     policy = witness_policy(witnesses, quorum)
     if policy is None:
-        note = c.trusted_checkpoint()
-        return _parse(note), note, (), 0
+        return _parse(c.trusted_checkpoint()), (), 0
     found = c.reader().witnessed_checkpoint(policy.quorum)
     if found is None:
         raise VerificationError(f"no checkpoint of this ledger is cosigned by {policy.quorum} "
@@ -43,7 +43,25 @@ def checkpoint_for(c: context.Ctx, witnesses: list[str] | None,
     # Signed by the pinned key, and consistent with the kept checkpoint (it may be older:
     # witnesses lag the log; then the kept one must extend it and stays kept).
     cp = c.remember(note, older_ok=True).received
-    return cp, note, policy.keys, policy.quorum
+    return cp, policy.keys, policy.quorum
+
+
+def proven(c: context.Ctx, witnesses: list[str] | None, quorum: int | None, *,
+           artefact_id: str | None = None,
+           sha256: str | None = None) -> tuple[Checkpoint, VerifyResult]:
+    """The trusted checkpoint (:func:`checkpoint_for`) and the verification of the
+    artefact's (or the digest's) bundle at exactly that checkpoint."""
+    cp, keys, need = checkpoint_for(c, witnesses, quorum)
+    result = views.verify(c.reader(), log_key=c.loaded().pinned_log_key(),
+                          artefact_id=artefact_id, sha256=sha256, size=cp.size, expect=cp,
+                          witnesses=keys, quorum=need)
+    return cp, result
+
+
+def print_faults(result: VerifyResult) -> None:
+    for fault in result.faults:
+        where = f" [{fault.key}]" if fault.key else ""
+        context.err_console.print(f"[red]fault[/] {fault.kind}{where}: {fault.detail}")
 
 
 def _parse(note: str) -> Checkpoint:
@@ -62,9 +80,7 @@ def report(ctx: typer.Context, result: VerifyResult, json_: bool, what: str) -> 
         if result.sha256:
             line += f"  sha256 {result.sha256}"
         out.print(line)
-        for fault in result.faults:
-            where = f" [{fault.key}]" if fault.key else ""
-            context.err_console.print(f"[red]fault[/] {fault.kind}{where}: {fault.detail}")
+        print_faults(result)
         cp = result.checkpoint
         if result.artefact_id and result.timeline:
             out.print(f"Artefact {result.artefact_id} of case {result.case}, custodian "
@@ -99,7 +115,7 @@ def export(
     c = context.get(ctx).reading_as(as_)
     if out.exists() and not force:
         raise InvalidInput(f"{out} exists; use --force to overwrite it")
-    cp, _note, keys, need = checkpoint_for(c, witnesses, quorum)
+    cp, keys, need = checkpoint_for(c, witnesses, quorum)
     bundle, cache_faults = c.reader().bundle(artefact_id=artefact, size=cp.size)
     result = verify_bundle(bundle, log_key=c.loaded().pinned_log_key(), witnesses=keys,
                            quorum=need, expect=cp).with_faults(cache_faults)

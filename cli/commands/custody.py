@@ -159,13 +159,10 @@ def history(
     """Show the custody timeline: who, which agency and country, legal basis, digests
     checked, log index and ledger time. Every line is a signed entry proven against the
     checkpoint this client trusts, and the list is proven complete; exit 1 otherwise."""
-    from cli.commands.bundle import checkpoint_for
+    from cli.commands.bundle import print_faults, proven
 
     c = context.get(ctx).reading_as(as_)
-    cp, _note, keys, need = checkpoint_for(c, witnesses, quorum)
-    result = views.verify(c.reader(), log_key=c.loaded().pinned_log_key(),
-                          artefact_id=artefact, size=cp.size, expect=cp,
-                          witnesses=keys, quorum=need)
+    cp, result = proven(c, witnesses, quorum, artefact_id=artefact)
     if result.verdict == "not-registered":
         raise NotFound(f"unknown artefact {artefact!r}")
     items = [t.to_json() for t in result.timeline]
@@ -176,9 +173,7 @@ def history(
     else:
         table(items)
     if not result.ok:
-        for fault in result.faults:
-            where = f" [{fault.key}]" if fault.key else ""
-            context.err_console.print(f"[red]fault[/] {fault.kind}{where}: {fault.detail}")
+        print_faults(result)
         raise typer.Exit(1)
 
 
@@ -207,14 +202,11 @@ def verify(
     entries, their inclusion proofs and the proof that the list is complete, checked
     against the checkpoint this client trusts (and, with --witness, cosigned by a quorum).
     authentic (exit 0); not-registered, mismatch or fault (exit 1)."""
-    from cli.commands.bundle import checkpoint_for, report
+    from cli.commands.bundle import proven, report
 
     c = context.get(ctx).reading_as(as_)
     digests = hashed(ctx, file)
-    cp, _note, keys, need = checkpoint_for(c, witnesses, quorum)
-    result = views.verify(c.reader(), log_key=c.loaded().pinned_log_key(),
-                          sha256=digests.sha256, artefact_id=artefact, size=cp.size,
-                          expect=cp, witnesses=keys, quorum=need)
+    cp, result = proven(c, witnesses, quorum, artefact_id=artefact, sha256=digests.sha256)
     if artefact is not None and result.verdict == "not-registered" and not result.faults:
         raise NotFound(f"unknown artefact {artefact!r}: the checkpoint of size {cp.size} "
                        "proves it was never registered")

@@ -37,7 +37,7 @@ from ledger.errors import (
     UpstreamError,
 )
 from ledger.events import Entry, SignedEvent
-from ledger.note import NoteSigner
+from ledger.note import NoteSigner, split_note
 from ledger.rules import Context, Record, apply
 from ledger.store import schema as t
 from ledger.store.base import AppendResult, StoredEntry
@@ -267,7 +267,7 @@ class SqlStore:
         #: Reads: the key that signs checkpoints, verified buckets, verified roots.
         self._verify_key = verify_key or (signer.verifier_key if signer else None)
         self._rmap: MapCache | None = None
-        self._roots: dict[str, bytes] = {}
+        self._checked: tuple[str, Checkpoint] | None = None
         self._lock = threading.Lock()  # guards the caches
 
     @classmethod
@@ -379,7 +379,7 @@ class SqlStore:
             new_size = size + len(accepted)
             encoded = {k: canonical(v).decode() for k, v in view.pending.items()}
             map_root = cache.commit(conn, view.pending, new_size, encoded)
-            note = cache.note = self._checkpoint(frontier, map_root)
+            note = self._checkpoint(frontier, map_root)
             conn.execute(_INSERT_ENTRIES, rows)
             conn.execute(_INSERT_NODES, node_rows)
             if ref_rows:
@@ -390,40 +390,49 @@ class SqlStore:
             for n, (slot, leaf_hash, event_id, result) in enumerate(accepted):
                 outcomes[slot] = AppendResult(size + n, leaf_hash, event_id, now, note, result)
         self._frontier, self._map = frontier, cache
+        if accepted:  # the checkpoint this process signed needs no signature check later
+            self._checked = (note, Checkpoint.parse(split_note(note)[0]))
         return [o for o in outcomes if o is not None]
 
     def _map_cache(self, conn: Connection, size: int) -> MapCache:
         """The verified state-map cache for this batch, checked against the latest
         checkpoint's signature and its state-map root."""
-        assert self.signer is not None  # noqa: S101 - checked by append_many
         if size == 0:
             return MapCache(None)
         note = conn.execute(_CHECKPOINT_AT, {"size": size}).scalar_one_or_none()
         if note is None:
             raise IntegrityFault(f"the log has {size} entries but no checkpoint of that size; "
                                  "writes are refused (run 'custody audit')", kind="checkpoint")
-        cached = self._map
-        if cached is not None and cached.note == note:
-            # The very checkpoint this process signed last, byte for byte: its map root
-            # is the cache's (a signature check per append cost as much as the commit).
-            return cached
-        try:
-            cp = verify_checkpoint(str(note), self.signer.verifier_key)
-            root = vmap.root_of(cp.extensions)
-        except LedgerError as exc:
-            raise IntegrityFault(f"the latest checkpoint (size {size}) does not verify with "
-                                 f"the log key: {exc}; writes are refused",
-                                 kind="checkpoint") from None
+        cp = self._verified(str(note))
         if cp.size != size:
             raise IntegrityFault(f"the latest checkpoint covers {cp.size} entries, the log has "
                                  f"{size}; writes are refused", kind="checkpoint")
+        root = vmap.root_of(cp.extensions)
+        cached = self._map
         if cached is not None and root is not None and cached.root == root:
-            cached.note = str(note)
             return cached
         cache = MapCache(root)
         if root is None:  # a ledger from before the state map: map its state once
             cache.bootstrap(conn, size)
         return cache
+
+    def _verified(self, note: str) -> Checkpoint:
+        """``note`` verified with the log key, remembered for the next call (the latest
+        checkpoint is the same note until the next append; a signature check per append
+        or per read cost as much as the commit)."""
+        known = self._checked
+        if known is not None and known[0] == note:
+            return known[1]
+        assert self._verify_key is not None  # noqa: S101 - checked by the callers
+        try:
+            cp = verify_checkpoint(note, self._verify_key)
+            vmap.root_of(cp.extensions)
+        except LedgerError as exc:
+            raise IntegrityFault(f"the latest checkpoint does not verify with the log key "
+                                 f"({exc}): the ledger's tables cannot be trusted and writes "
+                                 "are refused", kind="checkpoint") from None
+        self._checked = (note, cp)
+        return cp
 
     def _duplicate(self, conn: Connection, view: _SqlView, signed: SignedEvent,
                    size: int) -> AppendResult | None:
@@ -538,23 +547,8 @@ class SqlStore:
         return record
 
     def _signed_map_root(self, note: str | None) -> bytes | None:
-        """The state-map root of the latest checkpoint, its signature checked once."""
-        if note is None:
-            return None
-        cached = self._roots.get(note)
-        if cached is not None:
-            return cached
-        assert self._verify_key is not None  # noqa: S101 - checked by the caller
-        try:
-            root = vmap.root_of(verify_checkpoint(note, self._verify_key).extensions)
-        except LedgerError as exc:
-            raise IntegrityFault(f"the latest checkpoint does not verify with the log key "
-                                 f"({exc}); state records cannot be trusted",
-                                 kind="checkpoint") from None
-        if root is None:
-            return None  # a ledger from before the state map: nothing to check against
-        self._roots = {note: root}
-        return root
+        """The state-map root of the latest checkpoint, its signature checked."""
+        return None if note is None else vmap.root_of(self._verified(note).extensions)
 
     def cached_state(self, key: str) -> dict[str, Any] | None:
         """The state table's row as stored: a cache, for comparing against proofs."""

@@ -80,8 +80,6 @@ class MapCache:
 
     def __init__(self, root: bytes | None) -> None:
         self.root = root
-        #: The signed checkpoint note whose map root is ``root`` (once known).
-        self.note: str | None = None
         self.buckets: dict[int, dict[str, Record]] = {}
         self.nodes: dict[vmap.NodeId, bytes] = {}
 
