@@ -42,6 +42,11 @@ class Context:
     ledger_time: int
     #: The entry's RFC 6962 leaf hash when the caller already has it (else computed).
     leaf_hash: bytes | None = None
+    #: False where the event's log position is not known yet (a Fabric endorsement: the
+    #: position comes from block order later). Then no ``hist/`` accumulator is read or
+    #: written, and ``index`` fields in the writes are provisional; the log derived from
+    #: the blocks applies the event again with its real position.
+    history: bool = True
 
     def leaf_hash_of(self, signed: ev.SignedEvent) -> bytes:
         if self.leaf_hash is not None:
@@ -118,7 +123,7 @@ def apply(view: StateView, signed: ev.SignedEvent, ctx: Context) -> Effects:
     effects.writes[nonce_key] = {"event_id": signed.event_id, "index": ctx.index,
                                  "result": effects.result}
     effects.refs.append(signer["id"])
-    subjects_ = subjects(event)
+    subjects_ = subjects(event) if ctx.history else []
     if subjects_:
         leaf_hash = ctx.leaf_hash_of(signed)
         for subject in subjects_:

@@ -91,6 +91,14 @@ cosignatures = Table(
     Column("line", Text, nullable=False),
 )
 
+#: Append-only. Consortium mode: the Fabric blocks this derived log has taken in.
+fabric_blocks = Table(
+    "fabric_blocks", metadata,
+    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("size", BigInteger, nullable=False),
+)
+
 #: Single row: size and last ledger time. Also the row writers lock on PostgreSQL.
 head = Table(
     "head", metadata,
@@ -100,4 +108,4 @@ head = Table(
 )
 
 APPEND_ONLY = ("entries", "merkle_nodes", "checkpoints", "refs", "state_log", "map_nodes_v",
-               "cosignatures")
+               "cosignatures", "fabric_blocks")

@@ -338,22 +338,88 @@ class SqlStore:
             self._frontier = self._map = None
             raise
 
-    def _append_locked(self, conn: Connection,
-                       batch: Sequence[SignedEvent]) -> list[AppendResult | LedgerError]:
+    def append_derived(self, batch: Sequence[tuple[SignedEvent, int]], block: int,
+                       block_hash: bytes) -> int:
+        """Take in one block of a log whose order was decided elsewhere (consortium mode:
+        the VALID custody transactions of a Fabric block, in block order, each with its
+        transaction time). One transaction: the entries, their checkpoint and the block's
+        row in ``fabric_blocks``, or nothing. Every event must be accepted; a refusal or
+        a duplicate means this log and the chain disagree, and is an IntegrityFault of
+        kind ``divergence`` (nothing is written). Returns the log size after the block."""
+        if self.signer is None:
+            raise InvalidInput("this store was opened read-only (no log key)")
+        try:
+            with self.engine.begin() as conn:
+                size = conn.execute(_HEAD).one()[0]
+                if batch:
+                    outcomes = self._append_locked(conn, [e for e, _ in batch],
+                                                   [ts for _, ts in batch])
+                    for (signed, _), outcome in zip(batch, outcomes, strict=True):
+                        if isinstance(outcome, LedgerError) or outcome.duplicate:
+                            why = outcome if isinstance(outcome, LedgerError) else "a duplicate"
+                            raise IntegrityFault(
+                                f"block {block}: event {signed.event_id} is VALID on the chain "
+                                f"but this log refuses it ({why}); the derived log and the "
+                                "chain disagree", kind="divergence")
+                    size += len(batch)
+                conn.execute(sa.insert(t.fabric_blocks),
+                             {"number": block, "hash": block_hash, "size": size})
+                return int(size)
+        except DBAPIError as exc:
+            self._frontier = self._map = None
+            raise describe_database_error(exc) from None
+        except BaseException:
+            self._frontier = self._map = None
+            raise
+
+    def fabric_height(self) -> tuple[int, bytes] | None:
+        """The newest Fabric block this derived log took in, as (number, header hash)."""
+        with self.reader.connect() as conn:
+            row = conn.execute(sa.select(t.fabric_blocks.c.number, t.fabric_blocks.c.hash)
+                               .order_by(t.fabric_blocks.c.number.desc()).limit(1)).first()
+        return None if row is None else (int(row.number), blob(row.hash))
+
+    def fabric_block_size(self, number: int) -> int | None:
+        """The log size after Fabric block ``number`` (None if not taken in)."""
+        with self.reader.connect() as conn:
+            size = conn.execute(sa.select(t.fabric_blocks.c.size)
+                                .where(t.fabric_blocks.c.number == number)).scalar()
+        return None if size is None else int(size)
+
+    def receipt(self, event_id: str, *, duplicate: bool = False) -> AppendResult | None:
+        """The append receipt of a logged event (its entry, the first checkpoint that
+        covers it, and the result kept with its nonce), or None when it is not logged."""
+        with self.reader.connect() as conn:
+            row = conn.execute(sa.select(t.entries).where(t.entries.c.event_id == event_id)
+                               ).first()
+            if row is None:
+                return None
+            note = conn.execute(_FIRST_CHECKPOINT_AFTER, {"idx": row.idx}).scalar_one()
+        nonce = self.state("nonce/" + Entry.from_leaf(blob(row.leaf)).signed.event.nonce)
+        return AppendResult(row.idx, blob(row.leaf_hash), row.event_id, row.ledger_time,
+                            str(note), dict((nonce or {}).get("result", {})),
+                            duplicate=duplicate)
+
+    def _append_locked(self, conn: Connection, batch: Sequence[SignedEvent],
+                       times: Sequence[int] | None = None) -> list[AppendResult | LedgerError]:
+        """Apply ``batch`` in order. The ledger time is the clock's, or with ``times`` the
+        given time of each event, never below the time of the entry before it."""
         query = _HEAD_FOR_UPDATE if conn.dialect.name == "postgresql" else _HEAD
         size, last_time = conn.execute(query).one()
         frontier = self._load_frontier(conn, size)
         cache = self._map_cache(conn, size)
         view = _SqlView(conn, cache)
-        now = max(self.clock(), last_time)
+        now = max(self.clock(), last_time) if times is None else last_time
         # One outcome per event; accepted ones are filled in once the checkpoint is signed.
         outcomes: list[AppendResult | LedgerError | None] = []
         accepted: list[tuple[int, bytes, str, dict[str, Any]]] = []  # slot, hash, id, result
         rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
         ref_rows: list[dict[str, Any]] = []
-        for signed in batch:
+        for n, signed in enumerate(batch):
             index = size + len(accepted)
+            if times is not None:
+                now = max(times[n], now)
             try:
                 dup = self._duplicate(conn, view, signed, size)
                 if dup is not None:
@@ -388,7 +454,8 @@ class SqlStore:
             conn.execute(_INSERT_CHECKPOINT, [{"size": new_size, "note": note}])
             conn.execute(_UPDATE_HEAD, {"new_size": new_size, "new_time": now})
             for n, (slot, leaf_hash, event_id, result) in enumerate(accepted):
-                outcomes[slot] = AppendResult(size + n, leaf_hash, event_id, now, note, result)
+                outcomes[slot] = AppendResult(size + n, leaf_hash, event_id,
+                                              rows[n]["ledger_time"], note, result)
         self._frontier, self._map = frontier, cache
         if accepted:  # the checkpoint this process signed needs no signature check later
             self._checked = (note, Checkpoint.parse(split_note(note)[0]))

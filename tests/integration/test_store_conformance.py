@@ -362,6 +362,7 @@ _MUTATIONS = {
     "state_log": ("UPDATE state_log SET value = '{}'", "DELETE FROM state_log"),
     "map_nodes_v": ("UPDATE map_nodes_v SET level = 99", "DELETE FROM map_nodes_v"),
     "cosignatures": ("UPDATE cosignatures SET line = 'x'", "DELETE FROM cosignatures"),
+    "fabric_blocks": ("UPDATE fabric_blocks SET size = 99", "DELETE FROM fabric_blocks"),
 }
 
 
@@ -374,6 +375,10 @@ def test_append_only_tables_refuse_update_delete_truncate(world: World, backend:
         with world.store.engine.begin() as conn:
             conn.exec_driver_sql("INSERT INTO cosignatures (size, witness, line) "
                                  "VALUES (1, 'w', 'l')")
+    if table == "fabric_blocks":
+        with world.store.engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO fabric_blocks (number, hash, size) "
+                                 "VALUES (0, X'00', 0)")
     before = snapshot(world.store)
     statements = list(_MUTATIONS[table])
     if backend == "postgres":
