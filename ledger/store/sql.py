@@ -351,6 +351,13 @@ class SqlStore:
         try:
             with self.engine.begin() as conn:
                 size = conn.execute(_HEAD).one()[0]
+                newest = conn.execute(sa.select(sa.func.max(t.fabric_blocks.c.number))).scalar()
+                if newest is not None and block <= newest:
+                    return int(size)  # another process took this block in first
+                if block != (0 if newest is None else newest + 1):
+                    raise IntegrityFault(f"block {block} follows block {newest} in this log: "
+                                         "blocks must be taken in one by one, in order",
+                                         kind="divergence")
                 if batch:
                     outcomes = self._append_locked(conn, [e for e, _ in batch],
                                                    [ts for _, ts in batch])
