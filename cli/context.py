@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -49,6 +50,8 @@ class Ctx:
     home: Home
     json: bool = False
     server: str | None = None
+    #: A Fabric network directory (``--network``) overriding the home's.
+    network: Path | None = None
     _store: LedgerStore | None = field(default=None, repr=False)
 
     def loaded(self) -> Home:
@@ -56,6 +59,8 @@ class Ctx:
             self.home.load()
             if self.server:
                 self.home.config["server"] = self.server
+            if self.network is not None:
+                self.home.config["network"] = str(self.network)
         return self.home
 
     #: The acting actor (``--as``); in server mode reads authenticate as this actor.

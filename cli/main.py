@@ -54,8 +54,24 @@ def main(
     server: Annotated[str | None, typer.Option(
         envvar="CUSTODY_SERVER", help="Use a Custody Ledger server at this URL instead of the "
         "embedded ledger; events are still signed locally.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        envvar="CUSTODY_BACKEND", metavar="sqlite|fabric",
+        help="Where the ledger lives: 'sqlite' (embedded, the default) or 'fabric' (a "
+        "consortium network, with --network).")] = None,
+    network: Annotated[Path | None, typer.Option(
+        envvar="CUSTODY_NETWORK", help="The directory of a Fabric network made by 'custody "
+        "network up' (implies --backend fabric).")] = None,
 ) -> None:
-    ctx.obj = context.Ctx(Home.resolve(home), json=json_, server=server)
+    if backend not in (None, "sqlite", "fabric"):
+        raise typer.BadParameter(f"unknown backend {backend!r}; use sqlite or fabric",
+                                 param_hint="--backend")
+    if backend == "fabric" and network is None:
+        raise typer.BadParameter("--backend fabric needs --network DIR (the directory of "
+                                 "'custody network up')", param_hint="--network")
+    if backend == "sqlite" and network is not None:
+        raise typer.BadParameter("--network is for --backend fabric", param_hint="--network")
+    ctx.obj = context.Ctx(Home.resolve(home), json=json_, server=server,
+                          network=None if network is None else network.resolve())
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -131,7 +147,9 @@ def _click_message(exc: _click_exceptions.ClickException) -> str:
 
 #: Modules that come with an extra of the package, and that extra.
 _EXTRAS = {"uvicorn": "api", "httpx": "api", "fastapi": "api", "starlette": "api",
-           "pydantic_settings": "api", "blake3": "blake3"}
+           "pydantic_settings": "api", "blake3": "blake3", "grpc": "fabric",
+           "google": "fabric", "cryptography": "fabric", "hfc": "fabric",
+           "chaincode_fabric": "fabric", "fabric_protos": "fabric"}
 
 
 def missing_module(name: str | None) -> str:

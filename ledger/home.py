@@ -248,6 +248,15 @@ def open_store(home: Home, *, writable: bool = True, create: bool = False,
                actor_id: str | None = None) -> LedgerStore:
     """The store this home points at: the local SQL ledger, or a server (reads then
     authenticate as ``actor_id``, default the home's default actor)."""
+    network = home.config.get("network")
+    if network:
+        from ledger.fabric.store import FabricStore  # optional dependency (grpcio)
+
+        org = home.config.get("fabric_org")
+        if not isinstance(org, str) or not org:
+            raise InvalidInput("this home uses a Fabric network but names no organisation "
+                               "of it ('fabric_org' in config.json)")
+        return FabricStore.open(Path(str(network)), org, clock=now_ms)
     server = home.config.get("server")
     if server:
         from ledger.store.remote import RemoteStore  # optional dependency (httpx)

@@ -157,6 +157,7 @@ def audit(
     the log key pinned in this home. When it passes, the checkpoint this client keeps
     advances to the ledger's latest one (only if it verifies and extends it). Exit 0 when
     everything verifies, 1 otherwise."""
+    from ledger.fabric.store import FabricStore
     from ledger.store.audit_sql import audit_store
     from ledger.store.sql import SqlStore
 
@@ -167,7 +168,10 @@ def audit(
     trusted = _checkpoint_file(checkpoint_file) if checkpoint_file \
         else home.remembered_checkpoint()
     with context.progress(c, "Auditing", total=store.size()) as advance:
-        if isinstance(store, SqlStore):  # embedded: also the stored nodes and state table
+        if isinstance(store, FabricStore):  # this organisation's log derived from the chain
+            report = audit_store(store.node.store, trusted_checkpoint=trusted,
+                                 progress=advance, log_verifier_key=pinned, derived=True)
+        elif isinstance(store, SqlStore):  # embedded: also the stored nodes and state table
             report = audit_store(store, trusted_checkpoint=trusted, progress=advance,
                                  log_verifier_key=pinned)
         else:  # a server: replay what it serves, here, against the pinned log key

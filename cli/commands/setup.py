@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,6 +14,7 @@ from cli import context
 from cli.options import Json
 from ledger import _sodium, keys
 from ledger.errors import InvalidInput, LedgerError
+from ledger.fabric.store import FabricStore
 from ledger.home import Home, custody, open_store, passphrase_from_env
 from ledger.note import check_name, verifier_key
 from ledger.service import ActorKey
@@ -69,10 +71,11 @@ def admin_role_list(value: str) -> list[str]:
 
 def init(
     ctx: typer.Context,
-    origin: Annotated[str, typer.Option(help="The log's origin line, e.g. "
-                                        "'bka.example/custody'. Unique per ledger.")],
     org_name: Annotated[str, typer.Option(help="Name of the first organisation (agency).")],
     jurisdiction: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 country code.")],
+    origin: Annotated[str | None, typer.Option(
+        help="The log's origin line, e.g. 'bka.example/custody'. Unique per ledger. "
+        "Required, except on a Fabric network (--network), whose origin is used.")] = None,
     org_id: Annotated[str | None, typer.Option(help="Organisation id (default: from the "
                                                "name).")] = None,
     admin_name: Annotated[str, typer.Option(help="Display name of the admin.")] = "Administrator",
@@ -95,26 +98,34 @@ def init(
     home: Home = c.home
     if home.exists:
         raise InvalidInput(f"{home.path} already holds a ledger; choose another --home")
-    check_name(origin)
     jurisdiction = jurisdiction.upper()  # "de" is DE: the signed genesis keeps upper case
     check_country(jurisdiction)
+    fabric: dict[str, str] = {}
+    if c.network is not None:
+        origin = _fabric_origin(c.network, origin, jurisdiction)
+        fabric = {"network": str(c.network), "fabric_org": jurisdiction}
+    if origin is None:
+        raise InvalidInput("--origin is required (the log's name, e.g. 'bka.example/custody')")
+    check_name(origin)
     roles = admin_role_list(admin_roles)
     oid = org_id or slug(org_name)
     aid = admin_id or f"{oid}-admin"
     passphrase = new_passphrase(no_passphrase, "the new keys")
     created = not home.path.exists()
     try:
-        home.config = {"v": 1, "origin": origin, "default_actor": aid}
+        home.config = {"v": 1, "origin": origin, "default_actor": aid, **fabric}
         if database:
             home.config["database"] = database
         log_seed, admin_seed = os.urandom(32), os.urandom(32)
-        keys.write_key(home.log_key_path, origin, log_seed, passphrase)
+        if not fabric:  # on Fabric, each organisation's node holds its own log key
+            keys.write_key(home.log_key_path, origin, log_seed, passphrase)
         keys.write_key(home.actor_key_path(aid), aid, admin_seed, passphrase)
         home.save()
         store = open_store(home, create=True)
         try:
             admin = ActorKey(aid, _sodium.Signer(admin_seed))
-            vkey = verifier_key(origin, _sodium.public_key_from_seed(log_seed))
+            vkey = store.log_key if isinstance(store, FabricStore) else \
+                verifier_key(origin, _sodium.public_key_from_seed(log_seed))
             home.config["log_key"] = vkey  # pinned: verify and audit check against it
             home.save()
             receipt = custody(home, store).genesis(
@@ -137,7 +148,8 @@ def init(
         raise
     out = {"home": str(home.path), "origin": origin, "org": oid, "jurisdiction": jurisdiction,
            "admin": aid, "admin_roles": roles, "verifier_key": vkey, "log_index": receipt.index,
-           "encrypted_keys": passphrase is not None}
+           "encrypted_keys": passphrase is not None, "backend": "fabric" if fabric else "sqlite",
+           **({"network": fabric["network"], "fabric_org": jurisdiction} if fabric else {})}
     if context.want_json(ctx, json_):
         context.emit_json(out)
         return
@@ -145,3 +157,18 @@ def init(
     context.console.print(f"  organisation {oid} ({jurisdiction}), admin actor {aid} "
                           f"with roles {', '.join(roles)}", highlight=False)
     context.console.print(f"  log verifier key: {vkey}")
+
+
+def _fabric_origin(network: Path, origin: str | None, jurisdiction: str) -> str:
+    """The origin of a ledger on the Fabric network in ``network`` (the network's), after
+    checking that the network has an organisation for ``jurisdiction``."""
+    from ledger.fabric.store import load_profile
+
+    profile = load_profile(network)
+    if origin is not None and origin != profile["origin"]:
+        raise InvalidInput(f"the network in {network} carries the ledger "
+                           f"{profile['origin']!r}; leave out --origin or pass that one")
+    if jurisdiction not in profile["orgs"]:
+        raise InvalidInput(f"the network in {network} has no organisation for {jurisdiction}; "
+                           "it has: " + ", ".join(sorted(profile["orgs"])))
+    return str(profile["origin"])

@@ -106,7 +106,7 @@ def map_node_rows(conn: Connection) -> Iterator[NodeRow]:
 
 def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
                 progress: Progress | None = None,
-                log_verifier_key: str | None = None) -> AuditReport:
+                log_verifier_key: str | None = None, derived: bool = False) -> AuditReport:
     """Audit the ledger in ``store`` (steps 1-9 of :mod:`ledger.audit`), all checks on.
 
     The log key is ``log_verifier_key`` when given (a client's pinned key), else the
@@ -132,7 +132,8 @@ def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
                            state_history=state_history_rows(conn), stored_map=map_node_rows(conn),
                            checkpoint_sizes={int(n) for n in conn.execute(
                                sa.select(t.checkpoints.c.size)).scalars()},
-                           trusted_checkpoint=trusted_checkpoint, progress=progress)
+                           trusted_checkpoint=trusted_checkpoint, progress=progress,
+                           derived=derived)
     if report.ok and signing is not None and signing != given:
         return replace(report, ok=False, first_bad_index=0, kind="checkpoint",
                        detail="the store signs checkpoints with a log key that differs from "
