@@ -21,7 +21,8 @@ The numbered steps below are the same as in ``docs/verification.md``:
 5. **Log key.** The checkpoint key is the genesis record's ``log_key`` unless
    ``log_verifier_key`` is given; when both exist they must be equal — kind
    ``checkpoint`` (at index 0, the genesis entry). A log derived from a Fabric channel
-   is signed by its organisation's node key: there the given key is used.
+   is signed by its organisation's node key, and its genesis must name one of the
+   network's node keys (``genesis_log_keys``).
 6. **Checkpoints**, in increasing size order: the size must not exceed the log size
    (else kind ``missing`` at the log size: the log was truncated); the stored size
    column equals the note's size; the note verifies with the log key and names the
@@ -298,13 +299,17 @@ def replay(entries: Iterable[EntryLike]) -> Replayed:
 
 
 def _log_key(replay: _Replay, given: str | None,
-             derived: bool = False) -> tuple[str | None, _Failure | None]:
-    """Step 5: the log key comes from the genesis record unless one is given. A log
-    derived from a Fabric channel (``derived``) is signed by its organisation's node key,
-    and the genesis names only the founding organisation's node: the given key is used."""
+             genesis_keys: Collection[str] | None) -> tuple[str | None, _Failure | None]:
+    """Step 5: the log key comes from the genesis record unless one is given. With
+    ``genesis_keys`` (a log derived from a Fabric channel: signed by its organisation's
+    node key, while the genesis names the founding organisation's node key), the genesis
+    must name one of those keys and the given key signs the checkpoints."""
     ledger = replay.state.get("ledger")
     recorded = None if ledger is None else ledger.get("log_key")
-    if derived and given is not None:
+    if genesis_keys is not None and given is not None:
+        if recorded is not None and recorded not in genesis_keys:
+            return given, _Failure(0, "checkpoint", "the genesis entry names a log key that "
+                                   "is not the key of any organisation node of the network")
         return given, None
     if given is not None and recorded is not None and given != recorded:
         return given, _Failure(0, "checkpoint", "the given log verifier key differs from the "
@@ -514,7 +519,7 @@ def audit(
     state_history: Iterable[tuple[str, object]] | None = None,
     stored_map: Iterable[NodeRow] | None = None,
     checkpoint_sizes: Collection[int] | None = None,
-    derived: bool = False,
+    genesis_log_keys: Collection[str] | None = None,
 ) -> AuditReport:
     """Replay and recompute the whole log (steps 1-9 of the module docstring).
 
@@ -528,15 +533,16 @@ def audit(
     ``state_history`` (newest value per key of the versioned state) and ``stored_map``
     (newest version of each stored state-map node) are compared with the replay too.
     ``checkpoint_sizes`` (every size in ``checkpoints``, read beforehand) lets the replay
-    compute state-map roots only where a checkpoint needs one. ``derived``: the log is an
-    organisation's log derived from a Fabric channel (step 5 takes the given key).
+    compute state-map roots only where a checkpoint needs one. ``genesis_log_keys``: the
+    log is an organisation's log derived from a Fabric channel, and these are the node
+    keys the genesis may name (step 5).
     Never raises for bad data: every problem is reported in the returned :class:`AuditReport`.
     """
     replay = _Replay(progress, checkpoint_sizes)
     bad = replay.run(entries)
     complete = bad is None
     failures: list[_Failure] = [] if bad is None else [bad]
-    key, key_failure = _log_key(replay, log_verifier_key, derived)
+    key, key_failure = _log_key(replay, log_verifier_key, genesis_log_keys)
     failures += [f for f in (
         key_failure,
         _checkpoints(checkpoints, replay, complete, key),

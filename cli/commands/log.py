@@ -170,7 +170,8 @@ def audit(
     with context.progress(c, "Auditing", total=store.size()) as advance:
         if isinstance(store, FabricStore):  # this organisation's log derived from the chain
             report = audit_store(store.node.store, trusted_checkpoint=trusted,
-                                 progress=advance, log_verifier_key=pinned, derived=True)
+                                 progress=advance, log_verifier_key=pinned,
+                                 genesis_log_keys=store.node_keys())
         elif isinstance(store, SqlStore):  # embedded: also the stored nodes and state table
             report = audit_store(store, trusted_checkpoint=trusted, progress=advance,
                                  log_verifier_key=pinned)

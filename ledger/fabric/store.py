@@ -384,6 +384,10 @@ class FabricStore:
         """The verifier key of this organisation's node (pin it to verify its log)."""
         return self.node.log_key
 
+    def node_keys(self) -> list[str]:
+        """The log keys of the organisation nodes known here (the genesis names one)."""
+        return sorted(n.log_key for n in self.nodes.values())
+
     def witness_keys(self) -> dict[str, str]:
         """The witness (cosignature) keys of the other local organisations' nodes."""
         return {name: n.keys.witness_key for name, n in self.nodes.items() if name != self.org}

@@ -14,7 +14,7 @@ Entries and nodes are read in keyset pages, so memory stays that of the audit it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 
 import sqlalchemy as sa
@@ -106,7 +106,8 @@ def map_node_rows(conn: Connection) -> Iterator[NodeRow]:
 
 def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
                 progress: Progress | None = None,
-                log_verifier_key: str | None = None, derived: bool = False) -> AuditReport:
+                log_verifier_key: str | None = None,
+                genesis_log_keys: Collection[str] | None = None) -> AuditReport:
     """Audit the ledger in ``store`` (steps 1-9 of :mod:`ledger.audit`), all checks on.
 
     The log key is ``log_verifier_key`` when given (a client's pinned key), else the
@@ -133,7 +134,7 @@ def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
                            checkpoint_sizes={int(n) for n in conn.execute(
                                sa.select(t.checkpoints.c.size)).scalars()},
                            trusted_checkpoint=trusted_checkpoint, progress=progress,
-                           derived=derived)
+                           genesis_log_keys=genesis_log_keys)
     if report.ok and signing is not None and signing != given:
         return replace(report, ok=False, first_bad_index=0, kind="checkpoint",
                        detail="the store signs checkpoints with a log key that differs from "

@@ -249,3 +249,22 @@ def test_replay_refused_by_the_chain_when_the_log_lacks_it_is_raised(net: Any) -
     chain.world.records["nonce/" + signed.event.nonce] = {"event_id": "other"}
     with pytest.raises(Conflict):
         store.append(signed)
+
+
+def test_each_node_audits_against_its_own_key_and_a_genesis_naming_a_node_key(net: Any) -> None:
+    from ledger.store.audit_sql import audit_store
+
+    _, store, svc, _ = net
+    story(store, svc)
+    for node in store.nodes.values():
+        report = audit_store(node.store, log_verifier_key=node.log_key,
+                             genesis_log_keys=store.node_keys())
+        assert report.ok, report
+        assert report.tree_size == 7
+    nl = store.nodes["NL"]
+    # Without the founding node's key, the genesis names an unknown key: refused.
+    bad = audit_store(nl.store, log_verifier_key=nl.log_key, genesis_log_keys=[nl.log_key])
+    assert not bad.ok
+    assert bad.kind == "checkpoint"
+    # Without genesis_log_keys the ordinary rule holds: the genesis key is DE's, not NL's.
+    assert not audit_store(nl.store, log_verifier_key=nl.log_key).ok
