@@ -52,6 +52,8 @@ class Ctx:
     server: str | None = None
     #: A Fabric network directory (``--network``) overriding the home's.
     network: Path | None = None
+    #: Fabric: the organisations asked to endorse (``--endorsers``; default all).
+    endorsers: list[str] | None = None
     _store: LedgerStore | None = field(default=None, repr=False)
 
     def loaded(self) -> Home:
@@ -61,6 +63,8 @@ class Ctx:
                 self.home.config["server"] = self.server
             if self.network is not None:
                 self.home.config["network"] = str(self.network)
+            if self.endorsers is not None:
+                self.home.config["fabric_endorsers"] = self.endorsers
         return self.home
 
     #: The acting actor (``--as``); in server mode reads authenticate as this actor.

@@ -61,6 +61,10 @@ def main(
     network: Annotated[Path | None, typer.Option(
         envvar="CUSTODY_NETWORK", help="The directory of a Fabric network made by 'custody "
         "network up' (implies --backend fabric).")] = None,
+    endorsers: Annotated[str | None, typer.Option(
+        metavar="ORGS", help="Fabric only: ask only these organisations' peers to endorse "
+        "(comma-separated, e.g. DE). The default asks every organisation, which meets any "
+        "endorsement policy; fewer shows what the policy refuses.")] = None,
 ) -> None:
     if backend not in (None, "sqlite", "fabric"):
         raise typer.BadParameter(f"unknown backend {backend!r}; use sqlite or fabric",
@@ -71,7 +75,9 @@ def main(
     if backend == "sqlite" and network is not None:
         raise typer.BadParameter("--network is for --backend fabric", param_hint="--network")
     ctx.obj = context.Ctx(Home.resolve(home), json=json_, server=server,
-                          network=None if network is None else network.resolve())
+                          network=None if network is None else network.resolve(),
+                          endorsers=None if endorsers is None else
+                          [e.strip().upper() for e in endorsers.split(",") if e.strip()])
     ctx.call_on_close(ctx.obj.close)
 
 

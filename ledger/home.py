@@ -256,7 +256,9 @@ def open_store(home: Home, *, writable: bool = True, create: bool = False,
         if not isinstance(org, str) or not org:
             raise InvalidInput("this home uses a Fabric network but names no organisation "
                                "of it ('fabric_org' in config.json)")
-        return FabricStore.open(Path(str(network)), org, clock=now_ms)
+        endorsers = home.config.get("fabric_endorsers")
+        return FabricStore.open(Path(str(network)), org, clock=now_ms,
+                                endorsers=endorsers if isinstance(endorsers, list) else None)
     server = home.config.get("server")
     if server:
         from ledger.store.remote import RemoteStore  # optional dependency (httpx)

@@ -215,7 +215,8 @@ class FabricStore:
     """``LedgerStore`` on a Fabric network, as seen by organisation ``org``."""
 
     def __init__(self, profile: dict[str, Any], org: str, *, clock: Clock,
-                 chains: dict[str, Chain], witnesses: bool = True) -> None:
+                 chains: dict[str, Chain], witnesses: bool = True,
+                 endorsers: Sequence[str] | None = None) -> None:
         if org not in profile["orgs"]:
             raise InvalidInput(f"the network has no organisation {org!r}; it has: "
                                + ", ".join(sorted(profile["orgs"])))
@@ -230,11 +231,18 @@ class FabricStore:
                                        self.origin, clock)
         self.node = self.nodes[org]
         self.witnesses = witnesses
+        #: The organisations whose peers endorse each submission (default: every one, so
+        #: any endorsement policy is met); fewer is how a one-sided dispatch is tried.
+        self.endorsers = None if endorsers is None else [e.upper() for e in endorsers]
+        unknown = sorted(set(self.endorsers or ()) - set(profile["orgs"]))
+        if unknown:
+            raise InvalidInput(f"the network has no organisation {', '.join(unknown)}; it "
+                               "has: " + ", ".join(sorted(profile["orgs"])))
         self.sync()
 
     @classmethod
-    def open(cls, network_dir: Path, org: str, *, clock: Clock,
-             local_nodes: bool = True) -> FabricStore:
+    def open(cls, network_dir: Path, org: str, *, clock: Clock, local_nodes: bool = True,
+             endorsers: Sequence[str] | None = None) -> FabricStore:
         """Open the store of ``org`` on the network in ``network_dir``. With
         ``local_nodes`` the other organisations' nodes in the same directory (a network
         run on one machine) are kept in step too, and cosign each other's checkpoints."""
@@ -250,7 +258,7 @@ class FabricStore:
         try:
             for name in names:
                 chains[name] = FabricClient.from_profile(profile, name)
-            return cls(profile, org, clock=clock, chains=chains)
+            return cls(profile, org, clock=clock, chains=chains, endorsers=endorsers)
         except BaseException:
             for chain in chains.values():
                 chain.close()
@@ -284,7 +292,8 @@ class FabricStore:
         body = canonical(signed.to_json())
         try:
             committed = self.chains[self.org].submit(
-                wire.CHAINCODE, wire.FN_SUBMIT, [body], timestamp_ms=self.clock())
+                wire.CHAINCODE, wire.FN_SUBMIT, [body], endorsers=self.endorsers,
+                timestamp_ms=self.clock())
         except Conflict as exc:
             if exc.rule != "replay":
                 raise
