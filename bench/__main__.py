@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.registry import RESULTS_DIR, available, run_all
+from bench.registry import RESULTS_DIR, available, in_all, run_all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"also write the JSON document to this file (results usually go in {RESULTS_DIR}).",
     )
     args = parser.parse_args(argv)
-    selected = names if "all" in args.benchmarks else args.benchmarks
+    selected = [n for n in names if in_all(n)] if "all" in args.benchmarks \
+        else args.benchmarks
     unknown = [n for n in selected if n not in names]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(names)}")

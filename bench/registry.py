@@ -32,6 +32,12 @@ FIRST = ("refs", "hashing")
 Benchmark = Callable[[bool], dict[str, Any]]
 
 
+def in_all(name: str) -> bool:
+    """Whether ``all`` runs this benchmark (a module may opt out with ``IN_ALL = False``,
+    e.g. one that starts a Fabric network)."""
+    return bool(getattr(importlib.import_module(f"bench.{name}"), "IN_ALL", True))
+
+
 def available() -> list[str]:
     """Names of the benchmark modules present in ``bench/``, in run order."""
     names = {

@@ -278,8 +278,10 @@ class FabricStore:
                         a.cosign(b, now_s)
 
     def _taken_in(self, block: int) -> None:
+        """Wait until this organisation's node has taken in ``block`` (the other local
+        nodes follow, and cosign, at the next :meth:`sync`)."""
         for _ in range(50):
-            self.sync()
+            self.node.sync(self.chains[self.org])
             done = self.node.store.fabric_height()
             if done is not None and done[0] >= block:
                 return
@@ -372,6 +374,7 @@ class FabricStore:
 
     def bundle(self, *, artefact_id: str | None = None, sha256: str | None = None,
                size: int | None = None) -> tuple[Bundle, list[Fault]]:
+        self.sync()  # the newest checkpoint, cosigned by the other local nodes
         return self.node.store.bundle(artefact_id=artefact_id, sha256=sha256, size=size)
 
     def add_cosignature(self, size: int, witness_key: str, line: str) -> str:

@@ -148,6 +148,7 @@ def story(store: FabricStore, svc: Custody) -> dict[str, Any]:
 def test_every_node_derives_the_same_log_and_cosigns_the_others(net: Any) -> None:
     chain, store, svc, _ = net
     story(store, svc)
+    store.sync()  # the other local nodes follow, and cosign, at a sync
     roots = {o: n.store.latest_checkpoint() for o, n in store.nodes.items()}
     bodies = {o: note.split("\n\n")[0] for o, note in roots.items()}  # type: ignore[union-attr]
     assert len(set(bodies.values())) == 1  # same origin, size, root and state-map root
@@ -256,6 +257,7 @@ def test_each_node_audits_against_its_own_key_and_a_genesis_naming_a_node_key(ne
 
     _, store, svc, _ = net
     story(store, svc)
+    store.sync()
     for node in store.nodes.values():
         report = audit_store(node.store, log_verifier_key=node.log_key,
                              genesis_log_keys=store.node_keys())
