@@ -336,6 +336,14 @@ def validation_error(tx_id: str, code: str, block: int, endorsers: Sequence[str]
     """The exception for a committed transaction's validation code; None for VALID."""
     if code == "VALID":
         return None
+    if code == "ENDORSEMENT_POLICY_FAILURE" and set(orgs) <= set(endorsers):
+        # Every organisation endorsed, so no endorsement was missing: an earlier
+        # transaction of the same block changed the endorsement policy of a record this
+        # one writes (a custody move), and Fabric refuses the later one. A lost race.
+        return er.Conflict("mvcc-conflict",
+                           f"transaction {tx_id} was refused in block {block}: an earlier "
+                           "transaction in the same block changed the same record (its "
+                           "endorsement policy); re-read it and retry")
     if code == "ENDORSEMENT_POLICY_FAILURE":
         return er.RuleViolation(
             "endorsement-policy",

@@ -50,6 +50,8 @@ from ledger.store.base import AppendResult, StoredEntry
 from ledger.store.sql import SqlStore
 
 Clock = Callable[[], int]
+#: Reads catch up with the peer when the last catch-up is older than this (ms).
+FRESH_MS = 250
 
 
 class ParsedTxLike(Protocol):
@@ -231,6 +233,7 @@ class FabricStore:
                                        self.origin, clock)
         self.node = self.nodes[org]
         self.witnesses = witnesses
+        self._synced_at = -FRESH_MS
         #: The organisations whose peers endorse each submission (default: every one, so
         #: any endorsement policy is met); fewer is how a one-sided dispatch is tried.
         self.endorsers = None if endorsers is None else [e.upper() for e in endorsers]
@@ -270,12 +273,22 @@ class FabricStore:
         """Bring every local node up to its peer's height, then cross-cosign."""
         for name, node in self.nodes.items():
             node.sync(self.chains[name])
+        self._synced_at = self.clock()
         if self.witnesses and len(self.nodes) > 1:
             now_s = self.clock() // 1000
             for a in self.nodes.values():
                 for b in self.nodes.values():
                     if a is not b:
                         a.cosign(b, now_s)
+
+    def _fresh(self) -> SqlStore:
+        """The organisation's derived log, caught up with its peer unless it was less than
+        :data:`FRESH_MS` ago (a long-lived store, e.g. the API, reads like a replica that
+        is at most that far behind; a CLI command opens a store, which syncs)."""
+        if self.clock() - self._synced_at >= FRESH_MS:
+            self.node.sync(self.chains[self.org])
+            self._synced_at = self.clock()
+        return self.node.store
 
     def _taken_in(self, block: int) -> None:
         """Wait until this organisation's node has taken in ``block`` (the other local
@@ -326,51 +339,50 @@ class FabricStore:
     # ---- reads: the organisation's derived log ----------------------------------------
 
     def size(self) -> int:
-        self.sync()
-        return self.node.store.size()
+        return self._fresh().size()
 
     def entry(self, index: int) -> StoredEntry:
-        return self.node.store.entry(index)
+        return self._fresh().entry(index)
 
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[StoredEntry]:
-        return self.node.store.entries(start, end)
+        return self._fresh().entries(start, end)
 
     def entries_at(self, indices: Sequence[int]) -> list[StoredEntry]:
-        return self.node.store.entries_at(indices)
+        return self._fresh().entries_at(indices)
 
     def find_event(self, event_id: str) -> int | None:
-        return self.node.store.find_event(event_id)
+        return self._fresh().find_event(event_id)
 
     def state(self, key: str) -> dict[str, Any] | None:
-        return self.node.store.state(key)
+        return self._fresh().state(key)
 
     def cached_state(self, key: str) -> dict[str, Any] | None:
-        return self.node.store.cached_state(key)
+        return self._fresh().cached_state(key)
 
     def state_items(self, prefix: str, after: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-        return self.node.store.state_items(prefix, after)
+        return self._fresh().state_items(prefix, after)
 
     def refs(self, ref: str) -> list[int]:
-        return self.node.store.refs(ref)
+        return self._fresh().refs(ref)
 
     def latest_checkpoint(self) -> str | None:
         self.sync()
         return self.node.store.latest_checkpoint()
 
     def checkpoints(self, after: int = 0) -> Iterator[tuple[int, str]]:
-        return self.node.store.checkpoints(after)
+        return self._fresh().checkpoints(after)
 
     def checkpoint_at(self, size: int) -> str:
-        return self.node.store.checkpoint_at(size)
+        return self._fresh().checkpoint_at(size)
 
     def root(self, size: int) -> bytes:
-        return self.node.store.root(size)
+        return self._fresh().root(size)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        return self.node.store.inclusion_proof(index, size)
+        return self._fresh().inclusion_proof(index, size)
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
-        return self.node.store.consistency_proof(old, new)
+        return self._fresh().consistency_proof(old, new)
 
     def bundle(self, *, artefact_id: str | None = None, sha256: str | None = None,
                size: int | None = None) -> tuple[Bundle, list[Fault]]:
@@ -381,13 +393,13 @@ class FabricStore:
         return self.node.store.add_cosignature(size, witness_key, line)
 
     def cosignatures(self, size: int) -> dict[str, str]:
-        return self.node.store.cosignatures(size)
+        return self._fresh().cosignatures(size)
 
     def cosigned_note(self, size: int) -> str:
-        return self.node.store.cosigned_note(size)
+        return self._fresh().cosigned_note(size)
 
     def witnessed_checkpoint(self, min_witnesses: int = 1) -> tuple[int, str] | None:
-        return self.node.store.witnessed_checkpoint(min_witnesses)
+        return self._fresh().witnessed_checkpoint(min_witnesses)
 
     # ---- consortium facts --------------------------------------------------------------
 

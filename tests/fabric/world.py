@@ -35,7 +35,7 @@ class FabricWorld:
     profile: dict[str, Any]
     store: FabricStore
     svc: Custody
-    admin: ActorKey = field(default_factory=lambda: actor_key("f-admin"))
+    admin: ActorKey = field(default_factory=lambda: actor_key("admin"))
     nl: ActorKey = field(default_factory=lambda: actor_key("f-nl-cust"))
     fr: ActorKey = field(default_factory=lambda: actor_key("f-fr-cust"))
     court: ActorKey = field(default_factory=lambda: actor_key("f-court"))

@@ -413,6 +413,17 @@ def test_validation_error_table(code: str, cls: type[er.LedgerError], rule: str 
         assert "endorsed by DE only" in exc.message
 
 
+def test_policy_failure_with_every_organisation_endorsing_is_a_lost_race() -> None:
+    """Fabric refuses a transaction whose record had its endorsement policy changed by an
+    earlier transaction of the same block with ENDORSEMENT_POLICY_FAILURE, even when every
+    organisation endorsed it: that is a concurrent custody move, not a missing endorsement."""
+    exc = validation_error("tx1", "ENDORSEMENT_POLICY_FAILURE", 7, ["DE", "FR"], ["DE", "FR"])
+    assert type(exc) is er.Conflict
+    assert exc.rule == "mvcc-conflict"
+    assert "same block" in exc.message
+    one_sentence(exc)
+
+
 def test_valid_is_no_error() -> None:
     assert validation_error("tx1", "VALID", 7, ["DE"], ["DE"]) is None
 
