@@ -23,6 +23,7 @@ from cli.commands import (
     demo,
     identity,
     log,
+    network,
     server,
     setup,
     witness,
@@ -100,6 +101,7 @@ app.add_typer(cases.lb_app, name="legal-basis")
 app.add_typer(log.app, name="log")
 app.add_typer(witness.app, name="witness")
 app.add_typer(bundle.app, name="bundle")
+app.add_typer(network.app, name="network")
 app.add_typer(browse.artefact_app, name="artefact")
 app.add_typer(browse.transfers_app, name="transfers")
 cases.case_app.command("show")(browse.case_show)

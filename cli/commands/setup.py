@@ -89,12 +89,19 @@ def init(
         metavar="ROLES", help="Roles of the admin actor, comma-separated; must include "
         "admin. The default also lets the admin register evidence as an examiner; pass "
         "--admin-roles admin for an admin who never handles evidence.")] = "admin,examiner",
+    network: Annotated[Path | None, typer.Option(
+        help="Create the ledger on this Fabric network (the directory of 'custody network "
+        "up'): the home then uses it for every command, as the organisation of "
+        "--jurisdiction.")] = None,
     json_: Json = False,
 ) -> None:
     """Create a new ledger: log key, first organisation, and an admin actor with the roles
     of --admin-roles (by default admin and examiner; printed). Keys are written under the
-    home with mode 0600."""
+    home with mode 0600. With --network, the ledger lives on that Fabric network and the
+    log key is the organisation node's."""
     c = context.get(ctx)
+    if network is not None:
+        c.network = network.resolve()
     home: Home = c.home
     if home.exists:
         raise InvalidInput(f"{home.path} already holds a ledger; choose another --home")
