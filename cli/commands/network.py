@@ -9,6 +9,7 @@ sentence names the step and the log to read (exit 5; 130 for Ctrl-C).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import signal
 import threading
@@ -21,7 +22,7 @@ import typer
 
 from cli import context
 from cli.options import Json
-from ledger.errors import InvalidInput
+from ledger.errors import InvalidInput, NotFound
 
 app = typer.Typer(help="Run a Hyperledger Fabric network of the consortium on this "
                   "machine: one peer per organisation (ISO country code), Raft orderers, "
@@ -153,3 +154,59 @@ def down(
     kept = "removed" if result["purged"] else "kept"
     what = f"Stopped {plural(stopped, 'process')}" if stopped else "Nothing is running"
     context.console.print(f"{what} in {result['dir']} (data {kept})", highlight=False)
+
+
+@app.command()
+def keys(
+    ctx: typer.Context,
+    dir_: Dir,
+    org: Annotated[str | None, typer.Option(metavar="CC", help="Only this organisation "
+                                            "(country code).")] = None,
+    kind: Annotated[str | None, typer.Option(metavar="log|witness", help="Only this key, "
+                                             "printed alone (for scripts).")] = None,
+    json_: Json = False,
+) -> None:
+    """Each organisation node's log key (signs its checkpoints; pin it to verify that
+    organisation's log) and witness key (cosigns the other organisations' checkpoints;
+    pass it to --witness). A node's keys are made when it first follows the chain."""
+    if kind not in (None, "log", "witness"):
+        raise InvalidInput(f"--kind {kind!r}: use log or witness")
+    from ledger import keys as keyfiles
+    from ledger.checkpoint import cosignature_verifier_key
+    from ledger.fabric.store import load_profile
+    from ledger.note import verifier_key
+
+    profile = load_profile(dir_)
+    rows: dict[str, dict[str, str | None]] = {}
+    for name_, info in sorted(profile["orgs"].items()):
+        node = Path(info["node_dir"])
+        row: dict[str, str | None] = {"log_key": None, "witness_key": None}
+        for name, path, make in (("log_key", node / "log.key", verifier_key),
+                                 ("witness_key", node / "witness.key",
+                                  cosignature_verifier_key)):
+            if path.is_file():
+                doc = keyfiles.key_info(path)
+                row[name] = make(str(doc["name"]), base64.b64decode(str(doc["public_key"])))
+        rows[name_] = row
+    if org is not None:
+        if org.upper() not in rows:
+            raise InvalidInput(f"the network in {dir_} has no organisation {org!r}; it has: "
+                               + ", ".join(rows))
+        rows = {org.upper(): rows[org.upper()]}
+    if kind is not None:
+        if org is None:
+            raise InvalidInput("--kind needs --org (one key is printed)")
+        key = rows[org.upper()][f"{kind}_key"]
+        if key is None:
+            raise NotFound(f"{org.upper()}'s node has no {kind} key yet: it is made when the "
+                           "node first follows the chain (any command on this network)")
+        typer.echo(key)
+        return
+    if context.want_json(ctx, json_):
+        context.emit_json({"origin": profile["origin"], "orgs": rows})
+        return
+    for name_, row in rows.items():
+        context.console.print(f"{name_} log key:     {row['log_key'] or '(not made yet)'}",
+                              highlight=False)
+        context.console.print(f"{name_} witness key: {row['witness_key'] or '(not made yet)'}",
+                              highlight=False)

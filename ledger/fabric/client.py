@@ -348,8 +348,9 @@ def validation_error(tx_id: str, code: str, block: int, endorsers: Sequence[str]
         return er.RuleViolation(
             "endorsement-policy",
             f"transaction {tx_id} was endorsed by {', '.join(endorsers) or 'no organisation'}"
-            f" only, but the records it touches must be endorsed by the organisations their "
-            f"policy names (here: {', '.join(orgs)}), so Fabric refused it in block {block}")
+            f" only, but the custody records it changes need the endorsement of more of the "
+            f"channel's organisations ({', '.join(orgs)}; a move across a border needs both "
+            f"sides), so every peer refused it in block {block}")
     if code in ("MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"):
         return er.Conflict("mvcc-conflict",
                            f"transaction {tx_id} was refused in block {block} "

@@ -366,8 +366,13 @@ class FabricStore:
         return self._fresh().refs(ref)
 
     def latest_checkpoint(self) -> str | None:
+        """The newest checkpoint of this organisation's log, with the cosignatures of the
+        other organisations' nodes that have checked it."""
         self.sync()
-        return self.node.store.latest_checkpoint()
+        note = self.node.store.latest_checkpoint()
+        if note is None:
+            return None
+        return self.node.store.cosigned_note(Checkpoint.parse(split_note(note)[0]).size)
 
     def checkpoints(self, after: int = 0) -> Iterator[tuple[int, str]]:
         return self._fresh().checkpoints(after)
