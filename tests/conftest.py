@@ -177,6 +177,8 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     """A fresh, empty database URL for ``backend`` (migrated by whoever opens it)."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
+    elif backend == "fabric":  # the network is made by the world fixture itself
+        yield str(tmp_path / "fabric-net")
     elif backend == "postgres":
         dbs: PgDatabases = request.getfixturevalue("pg_databases")
         url = dbs.create()
@@ -193,7 +195,7 @@ def new_db_url(backend: str, tmp_path: Path,
     made: list[str] = []
 
     def make() -> str:
-        if backend == "sqlite":
+        if backend in ("sqlite", "fabric"):  # Fabric: a second ledger on SQLite
             url = f"sqlite:///{tmp_path / f'extra-{len(made)}.db'}"
         else:
             url = request.getfixturevalue("pg_databases").create()

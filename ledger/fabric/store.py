@@ -329,7 +329,13 @@ class FabricStore:
         """Each event is its own Fabric transaction, submitted in order (a later event of
         the batch may depend on an earlier one)."""
         out: list[AppendResult | LedgerError] = []
+        seen: set[str] = set()
         for signed in batch:
+            if signed.event_id in seen:
+                out.append(Conflict("duplicate-in-batch", f"event {signed.event_id} is twice "
+                                    "in one batch"))
+                continue
+            seen.add(signed.event_id)
             try:
                 out.append(self.append(signed))
             except LedgerError as exc:
@@ -359,8 +365,9 @@ class FabricStore:
     def cached_state(self, key: str) -> dict[str, Any] | None:
         return self._fresh().cached_state(key)
 
-    def state_items(self, prefix: str, after: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-        return self._fresh().state_items(prefix, after)
+    def state_items(self, prefix: str, after: str = "",
+                    page: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self._fresh().state_items(prefix, after, page=page)
 
     def refs(self, ref: str) -> list[int]:
         return self._fresh().refs(ref)
@@ -374,8 +381,8 @@ class FabricStore:
             return None
         return self.node.store.cosigned_note(Checkpoint.parse(split_note(note)[0]).size)
 
-    def checkpoints(self, after: int = 0) -> Iterator[tuple[int, str]]:
-        return self._fresh().checkpoints(after)
+    def checkpoints(self, after: int = 0, page: int = 1000) -> Iterator[tuple[int, str]]:
+        return self._fresh().checkpoints(after, page=page)
 
     def checkpoint_at(self, size: int) -> str:
         return self._fresh().checkpoint_at(size)

@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,10 +95,11 @@ class World:
 
 
 def build_world(url: str, clock: FakeClock | None = None, *, random_label: str = "world",
-                origin: str = LOG_NAME, create: bool = True) -> World:
+                origin: str = LOG_NAME, create: bool = True, store: Any = None) -> World:
     clock = clock or FakeClock()
     log = log_signer(origin)
-    store = SqlStore.open(url, signer=log, clock=clock, create=create)
+    if store is None:
+        store = SqlStore.open(url, signer=log, clock=clock, create=create)
     svc = Custody(store, origin=origin, clock=clock, random=CountingRandom(random_label))
     w = World(url, store, svc, clock, log, actor_key("admin"), actor_key("nl-cust"),
               actor_key("de-court"), actor_key("de-cust"), digests_of(EVIDENCE))
@@ -153,6 +155,9 @@ def sqlite_world_template(tmp_path_factory: pytest.TempPathFactory) -> World:
 def world(backend: str, db_url: str, clock: FakeClock,
           request: pytest.FixtureRequest) -> Iterator[World]:
     """A fresh standard world on ``backend``."""
+    if backend == "fabric":
+        yield from _fabric_world(request, clock)
+        return
     if backend == "sqlite":
         tpl: World = request.getfixturevalue("sqlite_world_template")
         src, dst = sa.make_url(tpl.url).database, sa.make_url(db_url).database
@@ -168,3 +173,28 @@ def world(backend: str, db_url: str, clock: FakeClock,
     assert w.store.size() == WORLD_SIZE
     yield w
     w.close()
+
+
+def _fabric_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[World]:
+    """The standard world on a fresh Fabric network of its two jurisdictions (DE, NL; one
+    orderer): the store is the German organisation's, whose node signs checkpoints with
+    the world's log key."""
+    import network
+    from ledger import keys
+    from ledger.fabric.store import FabricStore
+    from tests.conftest import seed_of
+
+    folder = request.getfixturevalue("tmp_path") / "fabric-net"
+    profile = network.up(["DE", "NL"], folder, orderers=1, origin=LOG_NAME).profile
+    store = None
+    try:
+        keys.write_key(Path(profile["orgs"]["DE"]["node_dir"]) / "log.key", LOG_NAME,
+                       seed_of("log:" + LOG_NAME), None)
+        store = FabricStore.open(folder, "DE", clock=clock)
+        w = build_world(str(folder), clock, store=store)
+        assert w.store.size() == WORLD_SIZE
+        yield w
+    finally:
+        if store is not None:
+            store.close()
+        network.down(folder, purge=True)
