@@ -67,8 +67,16 @@ def ping(folder: Path, profile: dict[str, Any], records: list[Proc],
             "-C", profile["channel"], "-n", profile["chaincode"],
             "-c", json.dumps({"Args": [wire.FN_PING]}), *peers,
             "--waitForEvent", "--waitForEventTimeout", f"{timeout:.0f}s"]
-    fabcli.run(argv, admin_env(folder, profile, first), Layout(folder).log("ping"),
-               "invoking ping on every peer", timeout=timeout + 30)
+    deadline = time.monotonic() + timeout
+    while True:  # an orderer without a Raft leader (an election) answers 503: wait
+        try:
+            fabcli.run(argv, admin_env(folder, profile, first), Layout(folder).log("ping"),
+                       "invoking ping on every peer", timeout=timeout + 30)
+            return
+        except fabcli.StepFailed as exc:
+            if "SERVICE_UNAVAILABLE" not in exc.reason or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def heights(folder: Path, profile: dict[str, Any],

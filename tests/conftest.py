@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# gRPC (the Fabric client) installs fork handlers that abort a child forked while its
+# threads run; the crash tests fork writers that never use gRPC. Set before any import.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import pytest
 from hypothesis import HealthCheck, settings
 

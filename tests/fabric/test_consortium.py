@@ -223,6 +223,7 @@ def test_raft_leader_killed_during_a_stream_of_submits(fabric_world: FabricWorld
                 time.sleep(1)
     if stopped:
         network.start_orderer(w.dir, leader)
+        assert network.raft_leader(w.dir, timeout=60) is not None  # leave a leader behind
     assert len(acknowledged) == len(events)
     for signed in events:
         assert store.find_event(signed.event_id) == acknowledged[signed.event_id]
