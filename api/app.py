@@ -32,8 +32,15 @@ API_VERSION = "1.0.0"
 
 
 def open_store(settings: Settings, clock: Clock = now_ms) -> LedgerStore:
-    """Open the SQL ledger named by the settings, refusing unsafe durability."""
+    """Open the SQL ledger named by the settings, refusing unsafe durability, or the
+    organisation's view of a Fabric network (consortium mode)."""
     from ledger.store.sql import SqlStore
+
+    if settings.fabric_network is not None:
+        from ledger.fabric.store import FabricStore
+
+        return FabricStore.open(settings.fabric_network, str(settings.fabric_org), clock=clock)
+    assert settings.log_key_path is not None  # noqa: S101 - checked by the settings
 
     passphrase = (settings.log_key_passphrase.get_secret_value().encode()
                   if settings.log_key_passphrase else None)

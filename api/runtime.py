@@ -41,5 +41,10 @@ class Runtime:
 
     @property
     def verifier_key(self) -> str | None:
+        """The key that signs this server's checkpoints: the genesis log key, or on a
+        Fabric network this organisation's node key."""
+        node_key = getattr(self.store, "log_key", None)
+        if isinstance(node_key, str):
+            return node_key
         rec = self.ledger()
         return str(rec["log_key"]) if rec else None

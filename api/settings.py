@@ -27,8 +27,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CUSTODY_", extra="forbid", frozen=True)
 
-    database_url: Annotated[str, Field(min_length=1, description="sqlite:///PATH or postgresql://…")]
-    log_key_path: Path = Field(description="the log's checkpoint key file (ledger.keys format)")
+    database_url: Annotated[str, Field(
+        min_length=1, description="sqlite:///PATH or postgresql://…")] = "fabric:"
+    log_key_path: Path | None = Field(
+        default=None, description="the log's checkpoint key file (ledger.keys format); "
+        "required unless fabric_network is set")
+    fabric_network: Path | None = Field(
+        default=None, description="consortium mode: the directory of a Fabric network "
+        "('custody network up'); the ledger is then that network's, as fabric_org sees it")
+    fabric_org: str | None = Field(
+        default=None, description="consortium mode: this server's organisation on the network "
+        "(its country code)")
     log_key_passphrase: SecretStr | None = Field(
         default=None, description="passphrase of an encrypted log key file")
     origin: Annotated[str, Field(min_length=1, max_length=256)] = Field(
@@ -53,6 +62,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
+        if self.fabric_network is not None and not self.fabric_org:
+            raise ValueError("fabric_org is required with fabric_network")
+        if self.fabric_network is None and (self.database_url == "fabric:"
+                                            or self.log_key_path is None):
+            raise ValueError("database_url and log_key_path are required (or fabric_network "
+                             "and fabric_org)")
         if self.environment == "development":
             return self
         problems = []

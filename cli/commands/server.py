@@ -46,10 +46,15 @@ def serve(
     if home.config.get("server"):
         raise InvalidInput("this home is a client of a server; serve an embedded home")
     values: dict[str, object] = {
-        "database_url": database or home.database_url, "log_key_path": home.log_key_path,
         "origin": home.origin, "environment": "production" if production else "development"}
-    if os.environ.get("CUSTODY_PASSPHRASE") and keys.is_encrypted(home.log_key_path):
-        values["log_key_passphrase"] = os.environ["CUSTODY_PASSPHRASE"]
+    if home.config.get("network"):  # consortium: this organisation's view of the network
+        values |= {"fabric_network": home.config["network"],
+                   "fabric_org": home.config.get("fabric_org")}
+    else:
+        values |= {"database_url": database or home.database_url,
+                   "log_key_path": home.log_key_path}
+        if os.environ.get("CUSTODY_PASSPHRASE") and keys.is_encrypted(home.log_key_path):
+            values["log_key_passphrase"] = os.environ["CUSTODY_PASSPHRASE"]
     if evidence_dir:
         values["evidence_dir"] = evidence_dir
     if witness_key:
@@ -63,7 +68,7 @@ def serve(
         raise InvalidInput(str(exc).splitlines()[-1] if str(exc) else "invalid settings") \
             from exc
     check_port_free(host, port)
-    backend = settings.database_url.split(":", 1)[0]
+    backend = "fabric" if settings.fabric_network else settings.database_url.split(":", 1)[0]
     if context.want_json(ctx, json_):
         context.emit_json({"origin": home.origin, "url": f"http://{host}:{port}",
                            "database": backend})
