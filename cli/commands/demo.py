@@ -74,6 +74,9 @@ def demo(
         "directory). Must not already hold a ledger.")] = None,
     size_mib: Annotated[int, typer.Option(min=1, max=4096, help="Size of the generated disk "
                                           "image in MiB.")] = 64,
+    network: Annotated[Path | None, typer.Option(
+        help="Run the story on this Fabric network ('custody network up --orgs DE,NL,FR'; "
+        "a network whose channel has no ledger yet) instead of an embedded ledger.")] = None,
     json_: Json = False,
 ) -> None:
     """Run the whole custody story: two agencies in two countries, a joint case, an MLAT
@@ -83,13 +86,13 @@ def demo(
     --json the story goes to stderr and stdout gets one JSON summary."""
     if context.want_json(ctx, json_):
         with contextlib.redirect_stdout(sys.stderr):
-            summary = _story(home, size_mib)
+            summary = _story(home, size_mib, network)
         context.emit_json(summary)
         return
-    _story(home, size_mib)
+    _story(home, size_mib, network)
 
 
-def _story(home: Path | None, size_mib: int) -> dict[str, Any]:
+def _story(home: Path | None, size_mib: int, network: Path | None = None) -> dict[str, Any]:
     root = home or Path(tempfile.mkdtemp(prefix="custody-demo-"))
     if (root / "config.json").exists():
         raise InvalidInput(f"{root} already holds a ledger; pick an empty --home")
@@ -99,8 +102,12 @@ def _story(home: Path | None, size_mib: int) -> dict[str, Any]:
     until = (dt.date.today() + dt.timedelta(days=90)).isoformat()
 
     s.say("The Bundeskriminalamt (Germany) creates the ledger")
-    s.run(["init", "--origin", "demo.custody.example/ledger", "--org-name", "BKA",
-           "--jurisdiction", "DE", "--admin-name", "Demo Admin", "--no-passphrase"])
+    where = ["--network", str(network.resolve())] if network is not None \
+        else ["--origin", "demo.custody.example/ledger"]
+    s.run(["init", *where, "--org-name", "BKA", "--jurisdiction", "DE", "--admin-name",
+           "Demo Admin", "--no-passphrase"])
+    if s.failures:
+        raise InvalidInput("the demo could not create its ledger: " + s.failures[0])
     s.say("It registers the Netherlands Forensic Institute and a French agency, and enrols "
           "people with roles")
     s.run(["org", "add", "--name", "NFI", "--jurisdiction", "NL", "--as", "bka-admin"])
