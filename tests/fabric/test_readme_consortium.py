@@ -4,8 +4,6 @@ audit, and ``network down`` leaving no process."""
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,39 +11,22 @@ from pathlib import Path
 import pytest
 
 from network import procs
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+from tests.helpers import readme
 
 pytestmark = pytest.mark.fabric
 
 
 def consortium_commands() -> list[tuple[str, int]]:
-    blocks = re.findall(r"```console title=consortium\n(.*?)```", README.read_text(),
-                        flags=re.S)
-    assert len(blocks) == 1, "the README has one consortium block"
-    out = []
-    for line in blocks[0].splitlines():
-        if line.startswith("$ "):
-            match = re.search(r"\s+# exit (\d+)$", line)
-            out.append((line[2:], int(match.group(1)) if match else 0))
-    return out
+    found = readme.commands("console title=consortium")
+    assert found, "the README has a consortium block"
+    return found
 
 
 def test_readme_consortium_block_runs_as_printed(tmp_path: Path) -> None:
     commands = consortium_commands()
     assert commands[0][0].startswith("custody network up --orgs DE,NL,FR")
     assert commands[-1][0].startswith("custody network down")
-    script = ["set -u"]
-    for i, (cmd, code) in enumerate(commands):
-        script.append(cmd)
-        script.append(f'rc=$?; if [ "$rc" != {code} ]; then echo "README command {i} '
-                      f'exited $rc, expected {code}: {cmd!r}" >&2; exit 99; fi')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    if "CUSTODY_FABRIC_CACHE" in os.environ:
-        env["CUSTODY_FABRIC_CACHE"] = os.environ["CUSTODY_FABRIC_CACHE"]
-    proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+    proc = readme.run(commands, tmp_path, timeout=900)
     records = tmp_path / "fabric-net" / "processes.json"
     try:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,7 +38,7 @@ def test_readme_consortium_block_runs_as_printed(tmp_path: Path) -> None:
     finally:
         if proc.returncode != 0 and records.exists():  # never leave a network behind
             subprocess.run([sys.executable, "-m", "cli.main", "network", "down", "--dir",
-                            str(tmp_path / "fabric-net")], env=env, check=False,
+                            str(tmp_path / "fabric-net")], check=False,
                            capture_output=True, cwd=Path(__file__).resolve().parents[2])
     # network down stopped exactly the processes it started, and none is left.
     started = procs.load(tmp_path / "fabric-net")
