@@ -395,8 +395,8 @@ def test_append_only_tables_refuse_update_delete_truncate(world: World, backend:
                                  "VALUES (1, 'w', 'l')")
     if table == "fabric_blocks":
         with world.store.engine.begin() as conn:
-            conn.exec_driver_sql("INSERT INTO fabric_blocks (number, hash, size) "
-                                 "VALUES (0, X'00', 0)")
+            conn.execute(sa.text("INSERT INTO fabric_blocks (number, hash, size) "
+                                 "VALUES (0, :h, 0)"), {"h": b"\x00" * 32})
     before = snapshot(world.store)
     statements = list(_MUTATIONS[table])
     if backend == "postgres":
