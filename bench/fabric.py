@@ -11,6 +11,8 @@ same time:
   :class:`ledger.fabric.store.FabricStore`, i.e. until the event is VALID in a block AND
   taken into the organisation's derived log, with its receipt.
 
+Both use one client (one store) shared by every thread, as an API server does.
+
 Reported: transactions/s of each, their ratio, p50/p99 latency. Not in ``all``: it
 builds the Fabric binaries if needed and starts networks (``python -m bench fabric``).
 """
@@ -92,7 +94,7 @@ def _one(orgs: list[str], orderers: int, workers: int, seconds: float) -> dict[s
         stores: list[FabricStore] = []
         clients: list[FabricClient] = []
         try:
-            profile = network.load_profile(folder)
+            profile = network.load_profile(folder).profile
             store = FabricStore.open(folder, orgs[0], clock=now_ms, local_nodes=False)
             stores.append(store)
             admin = ActorKey("bench-admin", Signer(os.urandom(32)))
@@ -108,20 +110,18 @@ def _one(orgs: list[str], orderers: int, workers: int, seconds: float) -> dict[s
             art = svc.register(admin, case="BENCH", digests=digest,
                                artefact_id="bench-art").result["artefact"]
 
+            # One client and one store shared by every thread, as in an API server.
+            client = FabricClient.from_profile(dict(profile), orgs[0])
+            clients.append(client)
+
             def noop() -> Callable[[], None]:
-                client = FabricClient.from_profile(dict(profile), orgs[0])
-                clients.append(client)
                 return lambda: client.submit(wire.CHAINCODE, wire.FN_PING, [])
 
             def custody() -> Callable[[], None]:
-                s = FabricStore.open(folder, orgs[0], clock=now_ms, local_nodes=False)
-                stores.append(s)
-                c = Custody(s, origin=str(profile["origin"]), clock=now_ms, random=os.urandom)
-
                 def op() -> None:
-                    s.append(c.event(ev.ACCESS, admin, {"artefact": art, "action": "view",
-                                                        "purpose": "bench",
-                                                        "outcome": "success"}))
+                    store.append(svc.event(ev.ACCESS, admin, {
+                        "artefact": art, "action": "view", "purpose": "bench",
+                        "outcome": "success"}))
                 return op
 
             reference = _measure(workers, seconds, noop)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,15 +155,16 @@ class OrgNode:
     def log_key(self) -> str:
         return self.keys.log.verifier_key
 
-    def sync(self, chain: Chain) -> int:
-        """Take in every block of the peer not taken in yet; return the next block number."""
+    def sync(self, chain: Chain, upto: int | None = None) -> int:
+        """Take in every block of the peer not taken in yet (or up to block ``upto``, which
+        the peer is known to have); return the next block number."""
         done = self.store.fabric_height()
         start = 0 if done is None else done[0] + 1
         last_hash = None if done is None else done[1]
-        height = chain.height()
-        if height <= start:
+        last = chain.height() - 1 if upto is None else upto
+        if last < start:
             return start
-        for block in chain.blocks(start, height - 1):
+        for block in chain.blocks(start, last):
             if last_hash is not None and block.previous_hash != last_hash:
                 raise IntegrityFault(f"block {block.number} of {self.org}'s peer does not "
                                      f"follow block {block.number - 1} of the derived log "
@@ -234,6 +236,8 @@ class FabricStore:
         self.node = self.nodes[org]
         self.witnesses = witnesses
         self._synced_at = -FRESH_MS
+        #: Serialises following the chain within this process (threads of an API server).
+        self._follow = threading.RLock()
         #: The organisations whose peers endorse each submission (default: every one, so
         #: any endorsement policy is met); fewer is how a one-sided dispatch is tried.
         self.endorsers = None if endorsers is None else [e.upper() for e in endorsers]
@@ -271,6 +275,10 @@ class FabricStore:
 
     def sync(self) -> None:
         """Bring every local node up to its peer's height, then cross-cosign."""
+        with self._follow:
+            self._sync_all()
+
+    def _sync_all(self) -> None:
         for name, node in self.nodes.items():
             node.sync(self.chains[name])
         self._synced_at = self.clock()
@@ -286,7 +294,8 @@ class FabricStore:
         :data:`FRESH_MS` ago (a long-lived store, e.g. the API, reads like a replica that
         is at most that far behind; a CLI command opens a store, which syncs)."""
         if self.clock() - self._synced_at >= FRESH_MS:
-            self.node.sync(self.chains[self.org])
+            with self._follow:
+                self.node.sync(self.chains[self.org])
             self._synced_at = self.clock()
         return self.node.store
 
@@ -294,10 +303,11 @@ class FabricStore:
         """Wait until this organisation's node has taken in ``block`` (the other local
         nodes follow, and cosign, at the next :meth:`sync`)."""
         for _ in range(50):
-            self.node.sync(self.chains[self.org])
-            done = self.node.store.fabric_height()
-            if done is not None and done[0] >= block:
-                return
+            with self._follow:  # one thread of this process fetches; the others wait
+                done = self.node.store.fabric_height()  # another writer may have taken it
+                if done is not None and done[0] >= block:
+                    return
+                self.node.sync(self.chains[self.org], upto=block)
         raise UpstreamError(f"block {block} is committed but {self.org}'s peer did not deliver "
                             "it; retry (the event is not submitted twice)")
 
