@@ -221,11 +221,16 @@ def rebuild_state(ctx: typer.Context, json_: Json = False) -> None:
     and reads refuse it until then). The replayed state is written only if it gives the
     state-map root signed in the latest checkpoint; otherwise exit 1 and nothing changes.
     Embedded ledgers (run it on the server's machine for a server's database)."""
+    from ledger.fabric.store import FabricStore
     from ledger.store.repair import rebuild_state as rebuild
     from ledger.store.sql import SqlStore
 
     c = context.get(ctx)
     store = c.reader()
+    if isinstance(store, FabricStore):
+        raise InvalidInput("on a Fabric network an organisation's log is derived from its "
+                           "peer's blocks: move the ledger.db* files out of "
+                           f"{store.node.dir} and the next command derives it again")
     if not isinstance(store, SqlStore):
         raise InvalidInput("rebuild-state works on the ledger database itself: run it on the "
                            "server's machine with that server's home")

@@ -246,12 +246,30 @@ def test_a_node_copy_left_behind_catches_up_from_its_peer(fabric_world: FabricWo
     profile = dict(w.profile)
     profile["orgs"] = {**profile["orgs"],
                        "FR": {**profile["orgs"]["FR"], "node_dir": str(tmp_path / "fr-old")}}
+    # And a node whose derived log was moved away (keys kept) derives it again from block 0.
+    fresh = tmp_path / "fr-fresh"
+    fresh.mkdir()
+    for key in ("log.key", "witness.key"):
+        shutil.copy2(fr.dir / key, fresh / key)
     from ledger.fabric.client import FabricClient
     from ledger.fabric.store import FabricStore
     from ledger.home import now_ms
 
     old = FabricStore(profile, "FR", clock=now_ms,
                       chains={"FR": FabricClient.from_profile(profile, "FR")})
+    profile2 = {**profile, "orgs": {**profile["orgs"],
+                                    "FR": {**profile["orgs"]["FR"], "node_dir": str(fresh)}}}
+    again = FabricStore(profile2, "FR", clock=now_ms,
+                        chains={"FR": FabricClient.from_profile(profile2, "FR")})
+    try:
+        w.store.sync()
+        size = min(again.node.store.size(), w.store.nodes["FR"].store.size())
+        assert size > 10
+        assert split_note(again.node.store.checkpoint_at(size))[0] == \
+            split_note(w.store.nodes["FR"].store.checkpoint_at(size))[0]
+        assert again.node.log_key == fr.log_key
+    finally:
+        again.close()
     try:
         w.store.sync()
         assert old.node.store.fabric_height() == w.store.nodes["FR"].store.fabric_height()
