@@ -21,7 +21,8 @@ from api.committer import GroupCommitter
 from api.deps import strict_query
 from api.evidence_store import EvidenceStore
 from api.limits import STREAMED, BodyLimit
-from api.routes import artefacts, auth, events, log, objects, witness
+from api.package_store import PackageStore
+from api.routes import artefacts, auth, events, log, objects, packages, witness
 from api.runtime import Limits, Runtime
 from api.settings import Settings, check_sqlite_durability
 from ledger import keys
@@ -65,7 +66,8 @@ def sqlite_pragmas(engine: Any) -> dict[str, object]:
 
 
 def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes | None = None,
-               evidence_dir: Path | None = None, limits: Limits | None = None,
+               evidence_dir: Path | None = None, packages_dir: Path | None = None,
+               limits: Limits | None = None,
                clock: Clock = now_ms, origin: str | None = None,
                token_ttl_s: int = 900, challenge_ttl_s: int = 60,
                group_commit_max: int = 256, write_queue: int = 4096,
@@ -77,7 +79,7 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
         s = config
         store, owns = open_store(s, clock), True
         token_key = s.token_key()
-        evidence_dir, origin = s.evidence_dir, s.origin
+        evidence_dir, packages_dir, origin = s.evidence_dir, s.package_root(), s.origin
         token_ttl_s, challenge_ttl_s = s.token_ttl_s, s.challenge_ttl_s
         group_commit_max, write_queue = s.group_commit_max, s.write_queue
         witness_keys = tuple(s.witness_keys)
@@ -88,6 +90,8 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
         store, owns = config, False
         if token_key is None:
             token_key = _random_key()
+        if packages_dir is None and evidence_dir is not None:
+            packages_dir = evidence_dir / "packages"
     limits = limits or Limits()
     ledger_rec = store.state("ledger")
     origin = str(ledger_rec["origin"]) if ledger_rec else origin
@@ -98,7 +102,8 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
         committer=GroupCommitter(store, max_queue=write_queue, max_batch=group_commit_max),
         evidence=EvidenceStore(evidence_dir) if evidence_dir is not None else None,
         limits=limits, fallback_origin=origin, owns_store=owns,
-        witness_keys=_witness_keys(witness_keys))
+        witness_keys=_witness_keys(witness_keys),
+        packages=PackageStore(packages_dir) if packages_dir is not None else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,11 +122,11 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
                   "9457 application/problem+json.")
     app.state.runtime = runtime
     problems.install(app)
-    for module in (auth, events, log, objects, artefacts, witness):
+    for module in (auth, events, log, objects, artefacts, packages, witness):
         app.include_router(module.router)
 
     def cap_for(path: str) -> int | None:
-        if path.startswith(STREAMED):
+        if path.startswith((*STREAMED, packages.PREFIX)):
             return None
         if path == "/v1/events/batch":
             return limits.max_batch_bytes

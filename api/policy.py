@@ -6,8 +6,9 @@ every object and answer 404 when the caller may not see it, so existence does no
 Rules (documented in ``docs/api.md``):
 
 * Directory records are visible to every authenticated actor of the consortium: the
-  ledger record, organisations (id, name, jurisdiction) and actors (name, org, roles,
-  public key: what a verifier needs to check a signature).
+  ledger record, organisations (id, name, jurisdiction), actors (name, org, roles,
+  public key: what a verifier needs to check a signature) and organisations' encryption
+  keys (the public age recipients a sender seals packages to).
 * A case is visible to its lead organisation and its member organisations. Jurisdiction
   enters only through organisations: an agency in another country sees a case exactly
   when it was added to it (a joint investigation team, a court's organisation).
@@ -36,8 +37,11 @@ AUDITOR = "auditor"
 #: Roles for which holding an artefact's bytes is the capability to verify it and see its
 #: custody chain (``api.routes.artefacts.holds_bytes_capability``), case or no case.
 VERIFY_BY_BYTES_ROLES = frozenset({"court", AUDITOR})
-DIRECTORY_PREFIXES = ("org/", "actor/", "orgadmin/")
-DIRECTORY_KINDS = frozenset({ev.GENESIS, ev.ORG_REGISTER, ev.ACTOR_ENROL, ev.ACTOR_REVOKE})
+#: Organisations' encryption keys (``orgkey/``) are directory records too: a sender seals
+#: a package to the receiving organisation's current (public) key.
+DIRECTORY_PREFIXES = ("org/", "actor/", "orgadmin/", "orgkey/")
+DIRECTORY_KINDS = frozenset({ev.GENESIS, ev.ORG_REGISTER, ev.ACTOR_ENROL, ev.ACTOR_REVOKE,
+                             ev.ORG_KEY, ev.ORG_KEY_REVOKE})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,15 @@
 """What one running API server holds: the store, the group committer, the authenticator,
-the evidence store and the limits. Built by :func:`api.app.create_app`."""
+the evidence and package stores and the limits. Built by :func:`api.app.create_app`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from api.auth import Authenticator
 from api.committer import GroupCommitter
 from api.evidence_store import EvidenceStore
+from api.package_store import PackageIndex, PackageStore
 from ledger.store.base import LedgerStore
 
 
@@ -30,6 +31,10 @@ class Runtime:
     owns_store: bool = False
     #: Witnesses allowed to post cosignatures (empty: any witness may).
     witness_keys: frozenset[str] = frozenset()
+    #: Evidence packages (encrypted files between agencies); None: package uploads off.
+    packages: PackageStore | None = None
+    #: Which organisations are party to the transfers naming each package.
+    package_index: PackageIndex = field(default_factory=PackageIndex)
 
     def ledger(self) -> dict[str, Any] | None:
         return self.store.state("ledger")

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     challenge_ttl_s: Annotated[int, Field(ge=5, le=300)] = 60
     evidence_dir: Path | None = Field(
         default=None, description="content-addressed evidence store; uploads off when unset")
+    packages_dir: Path | None = Field(
+        default=None, description="content-addressed store of evidence packages (encrypted "
+        "files moved between agencies); default EVIDENCE_DIR/packages, off without both")
     max_upload_bytes: Annotated[int, Field(ge=1, le=1 << 50)] = 64 * GIB
     max_event_bytes: Annotated[int, Field(ge=1 * KIB, le=16 * MIB)] = 256 * KIB
     max_batch_events: Annotated[int, Field(ge=1, le=1000)] = 256
@@ -82,6 +85,12 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("unsafe settings for production: " + "; ".join(problems))
         return self
+
+    def package_root(self) -> Path | None:
+        """Where packages are stored: ``packages_dir``, else ``evidence_dir/packages``."""
+        if self.packages_dir is not None:
+            return self.packages_dir
+        return None if self.evidence_dir is None else self.evidence_dir / "packages"
 
     def token_key(self) -> bytes:
         if self.token_secret is not None:

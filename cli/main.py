@@ -24,6 +24,7 @@ from cli.commands import (
     identity,
     log,
     network,
+    packages,
     server,
     setup,
     witness,
@@ -94,6 +95,7 @@ app.command()(log.audit)
 app.command()(demo.demo)
 app.command()(server.serve)
 app.command()(server.join)
+app.command()(packages.fetch)
 app.add_typer(identity.org_app, name="org")
 app.add_typer(identity.actor_app, name="actor")
 app.add_typer(cases.case_app, name="case")
@@ -102,6 +104,7 @@ app.add_typer(log.app, name="log")
 app.add_typer(witness.app, name="witness")
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(network.app, name="network")
+app.add_typer(packages.package_app, name="package")
 app.add_typer(browse.artefact_app, name="artefact")
 app.add_typer(browse.transfers_app, name="transfers")
 cases.case_app.command("show")(browse.case_show)

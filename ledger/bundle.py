@@ -434,6 +434,11 @@ def _replay(run: _Run, chain: Sequence[tuple[ev.Entry, bytes, tuple[bytes, ...]]
                   "open_transfer": None, "incidents": 0}
             summary = f"registered in case {p['case']}"
             details = {"digests": p["digests"], "size": p["size"]}
+            # Signed relations to other artefacts (a court sees why bytes repeat).
+            if p.get("parents"):
+                details["parents"] = list(p["parents"])
+            if p.get("duplicate_of"):
+                details["duplicate_of"] = p["duplicate_of"]
         elif event.kind in (ev.DISPATCH, ev.RECEIPT):
             if event.prev != st["head"]:
                 run.fault("chain", f"entry {i} does not follow the artefact's previous custody "
@@ -451,6 +456,8 @@ def _replay(run: _Run, chain: Sequence[tuple[ev.Entry, bytes, tuple[bytes, ...]]
                 details = {"to_org": p["to_org"], "transfer": p["transfer"],
                            "legal_basis": p.get("legal_basis"), "legal_basis_record": lb,
                            "purpose": p["purpose"]}
+                if p.get("package"):  # a sealed dispatch: the package that was sent
+                    details["package_sha256"] = p["package"]["sha256"]
             else:
                 if open_tr is None or open_tr["transfer"] != p["transfer"] \
                         or org_id != open_tr["to_org"]:
@@ -463,6 +470,9 @@ def _replay(run: _Run, chain: Sequence[tuple[ev.Entry, bytes, tuple[bytes, ...]]
                         run.fault("chain", f"entry {i}: accepted although the recomputed "
                                   "digests differ from the registered ones", index=i)
                     st["custodian"] = open_tr["to_org"] if open_tr else org_id
+                    # An acceptance despite seals that differ is an incident too.
+                    if p.get("seal_discrepancy"):
+                        st["incidents"] += 1
                 else:
                     st["incidents"] += 1
                 open_tr, st["open_transfer"] = None, None
@@ -470,6 +480,10 @@ def _replay(run: _Run, chain: Sequence[tuple[ev.Entry, bytes, tuple[bytes, ...]]
                 details = {"outcome": p["outcome"], "transfer": p["transfer"],
                            "digests_checked": sorted(p["recomputed"]),
                            "reason": p.get("reason", "")}
+                if p.get("package_sha256"):  # the package that arrived
+                    details["package_sha256"] = p["package_sha256"]
+                if p.get("seal_discrepancy"):
+                    details["seal_discrepancy"] = p["seal_discrepancy"]
             st["head"] = signed.event_id
         elif event.kind == ev.ACCESS:
             summary = f"access {p['action']} ({p['outcome']})"

@@ -17,6 +17,9 @@ Times are integer milliseconds since the Unix epoch, UTC.
 
 ``key_id`` is the C2SP signed-note key hash of the signer's key, with the actor id as
 the key name: hex(SHA-256(actor_id || "\\n" || 0x01 || public_key)[:4]).
+
+An organisation's encryption key (``org.key``) is named by :func:`org_key_id`:
+hex(SHA-256(ASCII age recipient))[:16].
 """
 
 from __future__ import annotations
@@ -50,9 +53,14 @@ DISPATCH: Final = "custody.dispatch"
 RECEIPT: Final = "custody.receipt"
 ACCESS: Final = "access.record"
 VERIFICATION: Final = "verification.record"
+#: Enrol (or rotate) an organisation's age X25519 encryption key: packages of evidence
+#: sent to the organisation are sealed to its current key (the key itself is public).
+ORG_KEY: Final = "org.key"
+ORG_KEY_REVOKE: Final = "org.key.revoke"
 KINDS: Final = (
     GENESIS, ORG_REGISTER, ACTOR_ENROL, ACTOR_REVOKE, CASE_OPEN, CASE_ADD_MEMBER,
     LEGAL_BASIS, ARTEFACT_REGISTER, DISPATCH, RECEIPT, ACCESS, VERIFICATION,
+    ORG_KEY, ORG_KEY_REVOKE,
 )
 
 ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -68,6 +76,16 @@ MAX_TIME_MS: Final = 253402300799999
 def actor_key_id(actor_id: str, public_key: bytes) -> str:
     """The C2SP signed-note key hash (Ed25519, alg 0x01) of an actor's key, as hex."""
     return key_hash(actor_id, 0x01, public_key).hex()
+
+
+def org_key_id(recipient: str) -> str:
+    """The id of an organisation's encryption key: the first 16 hex characters (64 bits)
+    of SHA-256 over its age recipient string (``age1…``, ASCII)."""
+    try:
+        raw = recipient.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("an age recipient is ASCII text (age1...)") from exc
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def check_id(value: object, what: str) -> str:

@@ -5,6 +5,10 @@ Layout::
     HOME/config.json          origin, database URL or server URL, default actor
     HOME/keys/log.key         the log's checkpoint-signing key (embedded mode only)
     HOME/keys/actors/ID.key   each local actor's Ed25519 key (0600, Argon2id-encrypted)
+    HOME/keys/orgs/ORG.key    an organisation's current age X25519 encryption key (its
+                              identity; 0600, encrypted like the actors' keys)
+    HOME/keys/orgs/ORG.KEYID.key  an earlier (retired or revoked) encryption key of ORG,
+                              kept to open packages sealed to it before a rotation
     HOME/ledger.db            the SQLite ledger (embedded mode)
     HOME/checkpoints/latest   the newest checkpoint this client has accepted (0600; kept
                               outside the database so a truncated or rebuilt log is
@@ -104,6 +108,63 @@ class Home:
 
     def actor_key_path(self, actor_id: str) -> Path:
         return self.path / "keys" / "actors" / f"{actor_id}.key"
+
+    def org_key_path(self, org_id: str) -> Path:
+        """The file of ``org_id``'s current encryption key (an age identity)."""
+        return self.path / "keys" / "orgs" / f"{org_id}.key"
+
+    def retired_org_key_path(self, org_id: str, key_id: str) -> Path:
+        """Where an earlier encryption key of ``org_id`` is kept after a rotation."""
+        return self.path / "keys" / "orgs" / f"{org_id}.{key_id}.key"
+
+    def org_key_file(self, org_id: str, key_id: str | None = None) -> Path:
+        """The file holding ``org_id``'s encryption key ``key_id`` (default: the current
+        file); NotFound when this home does not hold it."""
+        from ledger.events import org_key_id
+
+        current = self.org_key_path(org_id)
+        if key_id is None or (current.exists() and org_key_id(
+                str(keys.identity_info(current)["recipient"])) == key_id):
+            if not current.exists():
+                raise NotFound(f"this home holds no encryption key of organisation "
+                               f"{org_id!r} (no {current})")
+            return current
+        older = self.retired_org_key_path(org_id, key_id)
+        if not older.exists():
+            raise NotFound(f"this home holds no encryption key {key_id} of organisation "
+                           f"{org_id!r}")
+        return older
+
+    def org_identity(self, org_id: str, key_id: str | None = None) -> str:
+        """The age identity (``AGE-SECRET-KEY-1…``) of ``org_id``'s encryption key
+        ``key_id`` (default: its current key file), decrypted with the passphrase as for
+        :meth:`actor`."""
+        path = self.org_key_file(org_id, key_id)
+        return keys.load_identity(path, self.passphrase(f"organisation {org_id}'s "
+                                  "encryption key") if keys.is_encrypted(path) else None)
+
+    def local_org_keys(self, org_id: str) -> dict[str, Path]:
+        """Every encryption key of ``org_id`` this home holds (``ORG.key`` and
+        ``ORG.KEYID.key`` files whose name is ``org_id``), by key id."""
+        import re
+
+        from ledger.events import org_key_id
+
+        folder = self.path / "keys" / "orgs"
+        found: dict[str, Path] = {}
+        if not folder.is_dir():
+            return found
+        pattern = re.compile(re.escape(org_id) + r"(\.[0-9a-f]{16})?\.key")
+        for path in sorted(folder.iterdir()):
+            if not pattern.fullmatch(path.name):
+                continue
+            try:
+                info = keys.identity_info(path)
+            except (InvalidInput, NotFound):
+                continue
+            if info["name"] == org_id:
+                found[org_key_id(str(info["recipient"]))] = path
+        return found
 
     def local_actors(self) -> list[str]:
         folder = self.path / "keys" / "actors"

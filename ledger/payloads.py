@@ -53,6 +53,11 @@ Text = Annotated[str, StringConstraints(max_length=2000)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 PublicKeyB64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+#: An age X25519 recipient: "age1" and 58 characters of the bech32 alphabet (lower case).
+AGE_RECIPIENT_RE = r"^age1[02-9ac-hj-np-z]{58}$"
+AgeRecipient = Annotated[str, StringConstraints(pattern=AGE_RECIPIENT_RE)]
+#: An organisation's encryption key id (:func:`ledger.events.org_key_id`).
+KeyId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 Role = Literal["examiner", "custodian", "prosecutor", "court", "auditor", "admin"]
 assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]  # noqa: S101
 
@@ -99,6 +104,9 @@ class Genesis(_Strict):
     skew_ms: Annotated[int, Field(ge=1000, le=86_400_000)]
     org: OrgInfo
     actor: ActorInfo
+    #: The rules version of the ledger (``ledger.rules.RULES``); absent in the first
+    #: release's genesis events, which are version 1.
+    rules: Literal[1, 2] = 1
 
 
 class OrgRegister(OrgInfo):
@@ -111,6 +119,19 @@ class ActorEnrol(ActorInfo):
 
 class ActorRevoke(_Strict):
     actor: Id
+    reason: Text = ""
+
+
+class OrgKey(_Strict):
+    """Enrol (or rotate to) an organisation's age X25519 encryption key."""
+
+    org: Id
+    recipient: AgeRecipient
+
+
+class OrgKeyRevoke(_Strict):
+    org: Id
+    key_id: KeyId
     reason: Text = ""
 
 
@@ -168,6 +189,9 @@ class ArtefactRegister(_Strict):
     embedded_digests: dict[str, str] = {}
     acquisition: Acquisition | None = None
     parents: Annotated[list[Id], Field(max_length=100)] = []
+    #: The artefact already registered with the same bytes (sha256) that this one
+    #: knowingly duplicates (a second exhibit of the same bytes).
+    duplicate_of: Id | None = None
 
     @field_validator("digests")
     @classmethod
@@ -185,6 +209,33 @@ class Transport(_Strict):
     reference: Text = ""
 
 
+class Package(_Strict):
+    """The sealed package of a dispatch (age v1): what travels, and for whom."""
+
+    #: SHA-256 of the package bytes (the age file), as sent.
+    sha256: Hex64
+    size: Annotated[int, Field(ge=0, le=2**53)]
+    format: Literal["age-v1"]
+    #: The key id of the receiving organisation's current encryption key.
+    recipient: KeyId
+    #: Further key ids of the SENDING organisation the package is also sealed to.
+    also_to: Annotated[list[KeyId], Field(max_length=10)] = []
+    #: Digests of the plaintext (the evidence bytes inside the package).
+    digests: dict[str, str]
+
+    @field_validator("also_to")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("key ids must not repeat")
+        return v
+
+    @field_validator("digests")
+    @classmethod
+    def _digests(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_digests(v, need_sha256=True)
+
+
 class Dispatch(_Strict):
     transfer: Id
     artefact: Id
@@ -195,6 +246,7 @@ class Dispatch(_Strict):
     transport: Transport = Transport()
     seals: Annotated[list[Annotated[str, StringConstraints(max_length=100)]],
                      Field(max_length=100)] = []
+    package: Package | None = None
 
 
 class Receipt(_Strict):
@@ -205,6 +257,10 @@ class Receipt(_Strict):
     reason: Text = ""
     seals: Annotated[list[Annotated[str, StringConstraints(max_length=100)]],
                      Field(max_length=100)] = []
+    #: SHA-256 of the package that arrived (a sealed dispatch).
+    package_sha256: Hex64 | None = None
+    #: Why the seals received differ from those dispatched (an integrity incident).
+    seal_discrepancy: Text = ""
 
     @field_validator("recomputed")
     @classmethod
@@ -236,6 +292,7 @@ SCHEMAS: dict[str, type[_Strict]] = {
     ev.ACTOR_REVOKE: ActorRevoke, ev.CASE_OPEN: CaseOpen, ev.CASE_ADD_MEMBER: CaseAddMember,
     ev.LEGAL_BASIS: LegalBasis, ev.ARTEFACT_REGISTER: ArtefactRegister, ev.DISPATCH: Dispatch,
     ev.RECEIPT: Receipt, ev.ACCESS: Access, ev.VERIFICATION: Verification,
+    ev.ORG_KEY: OrgKey, ev.ORG_KEY_REVOKE: OrgKeyRevoke,
 }
 
 

@@ -2,9 +2,21 @@
 
 ``apply(view, signed, ctx) -> Effects`` checks one signed event against the current
 state and returns the writes it causes, or raises :class:`RuleViolation` naming the
-rule. The state is a map of JSON records by key (``org/ID``, ``actor/ID``, ``case/ID``,
-``lb/ID``, ``art/ID``, ``tr/ID``, ``nonce/HEX``, ``ledger``), so the same function runs
-over an in-memory dict (audit), the SQL ``state`` table, or Fabric world state.
+rule. The state is a map of JSON records by key (``org/ID``, ``orgadmin/ID``,
+``orgkey/ID``, ``actor/ID``, ``case/ID``, ``lb/ID``, ``art/ID``, ``tr/ID``,
+``sha/SHA256HEX``, ``hist/SUBJECT``, ``nonce/HEX``, ``ledger``), so the same function
+runs over an in-memory dict (audit), the SQL ``state`` table, or Fabric world state.
+
+Records added for sealed evidence exchange (older records lack the newer fields, so
+readers use ``.get`` with a default):
+
+* ``orgkey/ORG`` = ``{"org", "current": key id or None, "keys": {key id: {"recipient",
+  "status": "current"|"retired"|"revoked", "enrolled_at", "revoked_at", "reason"}}}``,
+  written by ``org.key`` and ``org.key.revoke``;
+* ``tr/ID`` also holds ``"seals"`` and ``"package"`` (the dispatch's sealed package or
+  None) and, once received, ``"package_received"`` and ``"seal_discrepancy"``;
+* ``sha/SHA256HEX`` = ``{"artefacts": [{"id", "case"}, ...]}``: every registration of
+  those bytes, in log order (the ``duplicate-bytes`` rule reads it).
 
 Rule codes (stable, machine-readable) are listed in ``docs/rules.md``. Every rule that
 involves time uses ``ctx.ledger_time`` (assigned at append), never the claimed time,
@@ -207,6 +219,8 @@ def _genesis(view: StateView, signed: ev.SignedEvent, p: pl.Genesis, ctx: Contex
     actor = _actor_record(p.actor, ctx)
     ledger = {"origin": event.origin, "log_key": p.log_key, "skew_ms": p.skew_ms,
               "genesis": signed.event_id}
+    if p.rules > 1:  # a first-release ledger's record stays exactly as it was
+        ledger["rules"] = p.rules
     result = {"origin": event.origin}
     return Effects(
         writes={"ledger": ledger, f"org/{p.org.id}": org, f"actor/{p.actor.id}": actor,
@@ -234,8 +248,7 @@ def _actor_enrol(view: StateView, signer: Record, e: ev.Event, p: pl.ActorEnrol,
     _need(view, "org/" + p.org, "organisation")
     if view.get("actor/" + p.id) is not None:
         raise Conflict("duplicate-id", f"actor {p.id} already exists")
-    if signer["org"] != p.org and view.get(f"orgadmin/{p.org}") is not None:
-        raise _refuse("admin-scope", f"only an admin of {p.org} may enrol its actors")
+    _check_admin_scope(view, signer, p.org, "enrol its actors")
     writes = {f"actor/{p.id}": _actor_record(p, ctx)}
     if "admin" in p.roles:
         writes[f"orgadmin/{p.org}"] = {"actor": p.id}
@@ -245,12 +258,58 @@ def _actor_enrol(view: StateView, signer: Record, e: ev.Event, p: pl.ActorEnrol,
 def _actor_revoke(view: StateView, signer: Record, e: ev.Event, p: pl.ActorRevoke,
                   ctx: Context) -> Effects:
     target = _need(view, "actor/" + p.actor, "actor")
-    if target["org"] != signer["org"] and view.get(f"orgadmin/{target['org']}") is not None:
-        raise _refuse("admin-scope", f"only an admin of {target['org']} may revoke {p.actor}")
+    _check_admin_scope(view, signer, target["org"], f"revoke {p.actor}")
     if target["status"] != "active":
         raise _refuse("revoked-key", f"actor {p.actor} is already revoked")
     rec = {**target, "status": "revoked", "revoked_at": ctx.index, "revoke_reason": p.reason}
     return Effects({f"actor/{p.actor}": rec}, [p.actor], {"actor": p.actor})
+
+
+def _check_admin_scope(view: StateView, signer: Record, org: str, what: str) -> None:
+    """An admin acts for another organisation only while that one has no admin of its
+    own (the bootstrap of :func:`_actor_enrol`)."""
+    if signer["org"] != org and view.get(f"orgadmin/{org}") is not None:
+        raise _refuse("admin-scope", f"only an admin of {org} may {what}")
+
+
+def _org_key(view: StateView, signer: Record, e: ev.Event, p: pl.OrgKey,
+             ctx: Context) -> Effects:
+    _need(view, "org/" + p.org, "organisation")
+    _check_admin_scope(view, signer, p.org, "enrol its encryption keys")
+    rec = view.get("orgkey/" + p.org) or {"org": p.org, "current": None, "keys": {}}
+    key_id = ev.org_key_id(p.recipient)
+    for kid, key in rec["keys"].items():
+        if key["recipient"] == p.recipient or kid == key_id:
+            raise Conflict("duplicate-id", f"the encryption key {kid} is already enrolled "
+                           f"for {p.org} ({key['status']}); a new key needs a new recipient")
+    keys = {kid: dict(key) for kid, key in rec["keys"].items()}
+    retired = rec.get("current")
+    if retired is not None:
+        keys[retired]["status"] = "retired"
+    keys[key_id] = {"recipient": p.recipient, "status": "current", "enrolled_at": ctx.index,
+                    "revoked_at": None, "reason": ""}
+    new = {"org": p.org, "current": key_id, "keys": keys}
+    return Effects({f"orgkey/{p.org}": new}, [p.org],
+                   {"org": p.org, "key_id": key_id, "retired": retired})
+
+
+def _org_key_revoke(view: StateView, signer: Record, e: ev.Event, p: pl.OrgKeyRevoke,
+                    ctx: Context) -> Effects:
+    _need(view, "org/" + p.org, "organisation")
+    _check_admin_scope(view, signer, p.org, "revoke its encryption keys")
+    rec = view.get("orgkey/" + p.org)
+    key = rec["keys"].get(p.key_id) if rec is not None else None
+    if rec is None or key is None:
+        raise _refuse("unknown-orgkey", f"organisation {p.org} has no encryption key {p.key_id}")
+    if key["status"] == "revoked":
+        raise _refuse("revoked-key", f"the encryption key {p.key_id} of {p.org} was already "
+                      f"revoked at log index {key['revoked_at']}")
+    keys = {kid: dict(k) for kid, k in rec["keys"].items()}
+    keys[p.key_id] |= {"status": "revoked", "revoked_at": ctx.index, "reason": p.reason}
+    current = None if rec.get("current") == p.key_id else rec.get("current")
+    new = {"org": p.org, "current": current, "keys": keys}
+    return Effects({f"orgkey/{p.org}": new}, [p.org],
+                   {"org": p.org, "key_id": p.key_id, "current": current})
 
 
 def _case_open(view: StateView, signer: Record, e: ev.Event, p: pl.CaseOpen,
@@ -303,6 +362,29 @@ def _legal_basis(view: StateView, signer: Record, e: ev.Event, p: pl.LegalBasis,
                    {"legal_basis": p.id})
 
 
+RULES = 2
+"""The rules version new ledgers are created with (the genesis payload's ``rules``).
+
+Version 1 (the first release; a genesis without ``rules``) is kept exactly, so its logs
+replay to the state their checkpoints signed. Version 2 adds what changes the records of
+existing kinds: the ``sha/`` index and the ``duplicate-bytes`` rule at registration, the
+seals and package in ``tr/`` records, the ``seal-mismatch`` and ``package-mismatch``
+rules at receipt. The new payload fields (``duplicate_of``, ``package``,
+``package_sha256``, ``seal_discrepancy``) are refused on a version-1 ledger (rule
+``rules-version``); ``org.key`` events, which only add records, are allowed on both."""
+
+
+def _version(view: StateView) -> int:
+    ledger = view.get("ledger")
+    return int(ledger.get("rules", 1)) if ledger is not None else RULES
+
+
+def _needs_v2(view: StateView, what: str) -> None:
+    if _version(view) < 2:
+        raise _refuse("rules-version", f"this ledger was created with rules version 1, "
+                      f"which has no {what}; create a new ledger for the sealed exchange")
+
+
 def _artefact_register(view: StateView, signer: Record, e: ev.Event, p: pl.ArtefactRegister,
                        ctx: Context) -> Effects:
     if view.get("art/" + p.id) is not None:
@@ -313,12 +395,31 @@ def _artefact_register(view: StateView, signer: Record, e: ev.Event, p: pl.Artef
     for parent in p.parents:
         if _need(view, "art/" + parent, "parent artefact")["case"] != p.case:
             raise _refuse("parent-case", f"parent {parent} belongs to another case")
+    sha256 = p.digests["sha256"]
+    v2 = _version(view) >= 2
+    if p.duplicate_of is not None:
+        _needs_v2(view, "duplicate_of")
+    if p.duplicate_of is not None and _need(view, "art/" + p.duplicate_of, "artefact")[
+            "digests"]["sha256"] != sha256:
+        raise _refuse("duplicate-of", f"duplicate_of names {p.duplicate_of}, whose registered "
+                      "sha256 differs from this registration's")
+    index = (view.get("sha/" + sha256) if v2 else None) or {"artefacts": []}
+    same_case = [a["id"] for a in index["artefacts"] if a["case"] == p.case]
+    if same_case and p.duplicate_of not in same_case and not set(p.parents) & set(same_case):
+        raise _refuse("duplicate-bytes", f"these bytes (sha256 {sha256}) are already "
+                      f"registered in case {p.case} as {', '.join(same_case)}; register it "
+                      "with --duplicate-of ID or --derived-from ID")
     rec = {"id": p.id, "case": p.case, "exhibit": p.exhibit, "type": p.type,
            "digests": p.digests, "size": p.size, "parents": p.parents,
            "custodian": signer["org"], "head": "", "open_transfer": None,
            "registered_at": ctx.index, "registered_by": signer["id"], "incidents": 0}
-    refs = [p.id, p.case, *p.parents, "sha256:" + p.digests["sha256"]]
-    return Effects({f"art/{p.id}": rec}, refs,
+    if p.duplicate_of is not None:
+        rec["duplicate_of"] = p.duplicate_of
+    sha_rec = {"artefacts": [*index["artefacts"], {"id": p.id, "case": p.case}]}
+    refs = [p.id, p.case, *p.parents, *([p.duplicate_of] if p.duplicate_of else []),
+            "sha256:" + sha256]
+    writes = {f"art/{p.id}": rec, f"sha/{sha256}": sha_rec} if v2 else {f"art/{p.id}": rec}
+    return Effects(writes, refs,
                    {"artefact": p.id, "custodian": signer["org"]})
 
 
@@ -348,9 +449,15 @@ def _dispatch(view: StateView, signer: Record, e: ev.Event, p: pl.Dispatch,
     from_org = _need(view, "org/" + art["custodian"], "organisation")
     if p.legal_basis is not None or from_org["jurisdiction"] != to_org["jurisdiction"]:
         _check_legal_basis(view, art, p, from_org["jurisdiction"], to_org["jurisdiction"], ctx)
-    tr = {"id": p.transfer, "artefact": p.artefact, "from_org": art["custodian"],
-          "to_org": p.to_org, "to_actor": p.to_actor, "legal_basis": p.legal_basis,
-          "status": "open", "dispatched_at": ctx.index, "closed_at": None}
+    if p.package is not None:
+        _needs_v2(view, "sealed packages")
+        _check_package(view, art, p.to_org, p.package)
+    tr: Record = {"id": p.transfer, "artefact": p.artefact, "from_org": art["custodian"],
+                  "to_org": p.to_org, "to_actor": p.to_actor, "legal_basis": p.legal_basis,
+                  "status": "open", "dispatched_at": ctx.index, "closed_at": None}
+    if _version(view) >= 2:
+        tr |= {"seals": list(p.seals),
+               "package": p.package.model_dump() if p.package is not None else None}
     new_art = {**art, "open_transfer": p.transfer}
     return Effects({f"art/{p.artefact}": new_art, f"tr/{p.transfer}": tr},
                    [p.artefact, p.transfer, art["case"]],
@@ -382,6 +489,36 @@ def _check_legal_basis(view: StateView, art: Record, p: pl.Dispatch, from_j: str
                       f"{art['id']}")
 
 
+def _check_package(view: StateView, art: Record, to_org: str, pkg: pl.Package) -> None:
+    """A sealed package goes to the receiving organisation's current key (and only to
+    keys of the sender besides), and holds the registered bytes."""
+    receiving = view.get("orgkey/" + to_org)
+    current = receiving.get("current") if receiving is not None else None
+    if pkg.recipient != current:
+        raise _refuse("package-recipient", (
+            f"the package is sealed to key {pkg.recipient}, but the current encryption key "
+            f"of {to_org} is {current}; seal it to {current}") if current is not None else (
+            f"the package is sealed to key {pkg.recipient}, but {to_org} has no current "
+            "encryption key; it must enrol one first"))
+    sender = art["custodian"]
+    sending = view.get("orgkey/" + sender)
+    for kid in pkg.also_to:
+        key = sending["keys"].get(kid) if sending is not None else None
+        if key is None:
+            raise _refuse("package-recipient", f"the package is also sealed to key {kid}, "
+                          f"which is not an encryption key of the sending organisation {sender}")
+        if key["status"] == "revoked":
+            raise _refuse("package-recipient", f"the package is also sealed to key {kid} of "
+                          f"{sender}, which was revoked at log index {key['revoked_at']}")
+    registered = art["digests"]
+    differ = sorted(a for a in STRONG_DIGESTS
+                    if a in pkg.digests and a in registered and pkg.digests[a] != registered[a])
+    if differ:
+        raise _refuse("package-digests", f"the package's plaintext digests ({', '.join(differ)}) "
+                      f"differ from those registered for {art['id']}: it does not hold the "
+                      "registered bytes")
+
+
 def _receipt(view: StateView, signer: Record, e: ev.Event, p: pl.Receipt,
              ctx: Context) -> Effects:
     art = _need(view, "art/" + p.artefact, "artefact")
@@ -405,10 +542,28 @@ def _receipt(view: StateView, signer: Record, e: ev.Event, p: pl.Receipt,
     if p.outcome == "rejected" and not differ and not p.reason:
         raise _refuse("reject-reason", "a rejection with matching digests must give a reason")
     accepted = p.outcome == "accepted"
+    v2 = _version(view) >= 2
+    if not v2 and (p.package_sha256 is not None or p.seal_discrepancy):
+        _needs_v2(view, "package or seal-discrepancy receipts")
+    sent_seals = tr.get("seals") or []
+    if accepted and sent_seals and set(p.seals) != set(sent_seals) and not p.seal_discrepancy:
+        raise _refuse("seal-mismatch", f"the seals received ({', '.join(p.seals) or 'none'}) "
+                      f"differ from those dispatched ({', '.join(sent_seals)}); record a "
+                      "rejection, or a seal discrepancy with its reason")
+    package = tr.get("package")
+    if accepted and package is not None and p.package_sha256 != package["sha256"]:
+        raise _refuse("package-mismatch", f"the package received (sha256 "
+                      f"{p.package_sha256 or 'not given'}) is not the package dispatched "
+                      f"(sha256 {package['sha256']}); record a rejection instead")
+    # A rejection is an integrity incident; so is an acceptance with a seal discrepancy.
+    incident = not accepted or bool(p.seal_discrepancy)
     new_art = {**art, "open_transfer": None,
                "custodian": tr["to_org"] if accepted else art["custodian"],
-               "incidents": art["incidents"] + (0 if accepted else 1)}
+               "incidents": art["incidents"] + (1 if incident else 0)}
     new_tr = {**tr, "status": p.outcome, "closed_at": ctx.index, "mismatched": differ}
+    if v2:
+        new_tr |= {"package_received": p.package_sha256,
+                   "seal_discrepancy": p.seal_discrepancy}
     return Effects({f"art/{p.artefact}": new_art, f"tr/{p.transfer}": new_tr},
                    [p.artefact, p.transfer, art["case"]],
                    {"outcome": p.outcome, "mismatched": differ, "custodian": new_art["custodian"]})
@@ -449,10 +604,12 @@ _HANDLERS: dict[str, Any] = {
     ev.CASE_ADD_MEMBER: _case_add_member, ev.LEGAL_BASIS: _legal_basis,
     ev.ARTEFACT_REGISTER: _artefact_register, ev.DISPATCH: _dispatch, ev.RECEIPT: _receipt,
     ev.ACCESS: _access, ev.VERIFICATION: _verification,
+    ev.ORG_KEY: _org_key, ev.ORG_KEY_REVOKE: _org_key_revoke,
 }
 _NEEDS_ROLE: dict[str, frozenset[str]] = {
     ev.ORG_REGISTER: frozenset({"admin"}), ev.ACTOR_ENROL: frozenset({"admin"}),
-    ev.ACTOR_REVOKE: frozenset({"admin"}), ev.CASE_OPEN: frozenset({"prosecutor", "admin"}),
+    ev.ACTOR_REVOKE: frozenset({"admin"}), ev.ORG_KEY: frozenset({"admin"}),
+    ev.ORG_KEY_REVOKE: frozenset({"admin"}), ev.CASE_OPEN: frozenset({"prosecutor", "admin"}),
     ev.CASE_ADD_MEMBER: frozenset({"prosecutor", "admin"}),
     ev.LEGAL_BASIS: frozenset({"prosecutor", "admin"}),
     ev.ARTEFACT_REGISTER: frozenset({"examiner"}),

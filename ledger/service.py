@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from ledger import _sodium
 from ledger import events as ev
 from ledger.errors import Forbidden, InvalidInput, NotFound, RuleViolation
 from ledger.evidence import Digests
-from ledger.rules import may_access
+from ledger.rules import RULES, may_access
 from ledger.store.base import AppendResult, LedgerStore
 from ledger.vocab import STRONG_DIGESTS
 
@@ -79,7 +80,7 @@ class Custody:
     def genesis(self, actor: ActorKey, *, org_id: str, org_name: str, jurisdiction: str,
                 actor_name: str, roles: list[str], log_key: str,
                 skew_ms: int = 300_000) -> AppendResult:
-        payload = {"log_key": log_key, "skew_ms": skew_ms,
+        payload = {"log_key": log_key, "skew_ms": skew_ms, "rules": RULES,
                    "org": {"id": org_id, "name": org_name,
                            "jurisdiction": jurisdiction.upper()},
                    "actor": {"id": actor.actor_id, "org": org_id, "name": actor_name,
@@ -101,6 +102,30 @@ class Custody:
     def revoke(self, actor: ActorKey, target: str, reason: str = "") -> AppendResult:
         self.record("actor/" + target, "actor")  # an unknown actor is not found (exit 4)
         return self.submit(ev.ACTOR_REVOKE, actor, {"actor": target, "reason": reason})
+
+    def enrol_org_key(self, actor: ActorKey, org: str, recipient: str) -> AppendResult:
+        """Enrol ``recipient`` (an age X25519 recipient, ``age1…``) as ``org``'s current
+        encryption key; its previous key, if any, is retired."""
+        self.record("org/" + org, "organisation")
+        return self.submit(ev.ORG_KEY, actor, {"org": org, "recipient": recipient})
+
+    def revoke_org_key(self, actor: ActorKey, org: str, key_id: str,
+                       reason: str = "") -> AppendResult:
+        """Revoke one of ``org``'s encryption keys (no package may be sealed to it)."""
+        if not re.fullmatch(r"[0-9a-f]{16}", key_id):
+            raise InvalidInput(f"{key_id!r} is not a key id (16 lowercase hex characters, "
+                               "as 'custody org key show' prints them)")
+        self.record("org/" + org, "organisation")
+        keys = (self.store.state("orgkey/" + org) or {}).get("keys", {})
+        if key_id not in keys:  # an unknown key is not found (exit 4), like an actor
+            raise NotFound(f"organisation {org} has no encryption key {key_id}")
+        return self.submit(ev.ORG_KEY_REVOKE, actor,
+                           {"org": org, "key_id": key_id, "reason": reason})
+
+    def org_keys(self, org: str) -> dict[str, Any]:
+        """``org``'s encryption keys: the ``orgkey/ORG`` record, or an empty one."""
+        self.record("org/" + org, "organisation")
+        return self.store.state("orgkey/" + org) or {"org": org, "current": None, "keys": {}}
 
     # ---- cases and legal bases ----------------------------------------------------
 
@@ -140,7 +165,11 @@ class Custody:
     def register(self, actor: ActorKey, *, case: str, digests: Digests, kind: str = "file",
                  exhibit: str = "", description: str = "", parents: list[str] | None = None,
                  acquisition: Mapping[str, str] | None = None,
-                 artefact_id: str | None = None) -> AppendResult:
+                 artefact_id: str | None = None,
+                 duplicate_of: str | None = None) -> AppendResult:
+        """Register an artefact. Bytes already registered in the same case must name
+        that artefact as ``duplicate_of`` (or as a parent); the rules refuse otherwise
+        (``duplicate-bytes``)."""
         self.record("case/" + case, "case")
         payload: dict[str, Any] = {
             "id": artefact_id or self.new_id("art"), "case": case, "exhibit": exhibit,
@@ -148,13 +177,19 @@ class Custody:
             "digests": digests.as_dict(), "parents": parents or []}
         if acquisition:
             payload["acquisition"] = dict(acquisition)
+        if duplicate_of is not None:
+            payload["duplicate_of"] = duplicate_of
         return self.submit(ev.ARTEFACT_REGISTER, actor, payload)
 
     def dispatch(self, actor: ActorKey, *, artefact: str, to_org: str, purpose: str,
                  legal_basis: str | None = None, to_actor: str | None = None,
                  transport: str = "", transport_ref: str = "",
                  seals: list[str] | None = None,
-                 transfer_id: str | None = None) -> AppendResult:
+                 transfer_id: str | None = None,
+                 package: Mapping[str, Any] | None = None) -> AppendResult:
+        """Dispatch an artefact. ``package``: the sealed package that travels (a
+        :class:`ledger.payloads.Package` dict: sha256, size, format, recipient, also_to,
+        digests of the plaintext)."""
         art = self.record("art/" + artefact, "artefact")
         self.record("org/" + to_org, "organisation")
         payload: dict[str, Any] = {
@@ -162,25 +197,43 @@ class Custody:
             "to_actor": to_actor, "purpose": purpose, "legal_basis": legal_basis,
             "transport": {"method": transport, "reference": transport_ref},
             "seals": seals or []}
+        if package is not None:
+            payload["package"] = dict(package)
         return self.submit(ev.DISPATCH, actor, payload, prev=art["head"])
 
     def receive(self, actor: ActorKey, *, transfer: str, digests: Digests,
-                reason: str = "", seals: list[str] | None = None) -> AppendResult:
+                reason: str = "", seals: list[str] | None = None,
+                package_sha256: str | None = None,
+                seal_discrepancy: str = "") -> AppendResult:
         """Record a receipt. The outcome follows from comparing the recomputed digests
-        with the recorded ones: the integrity check happens BEFORE acceptance."""
+        with the recorded ones: the integrity check happens BEFORE acceptance. A sealed
+        package that arrived (``package_sha256``) other than the one dispatched is
+        rejected too. ``seal_discrepancy``: why the seals received differ from those
+        dispatched (accepted, but an integrity incident)."""
         tr = self.record("tr/" + transfer, "transfer")
         art = self.record("art/" + tr["artefact"], "artefact")
         recomputed = {k: v for k, v in digests.as_dict().items() if k in STRONG_DIGESTS}
         differ = [a for a, v in art["digests"].items()
                   if a in recomputed and recomputed[a] != v]
-        outcome = "rejected" if differ or digests.size != art["size"] else "accepted"
+        sent = tr.get("package")
+        wrong_package = sent is not None and package_sha256 is not None \
+            and package_sha256 != sent["sha256"]
+        outcome = "rejected" if differ or digests.size != art["size"] or wrong_package \
+            else "accepted"
         if outcome == "rejected" and not reason:
             reason = ("received bytes do not match the recorded digests: " + ", ".join(differ)
-                      if differ else f"received {digests.size} bytes, expected {art['size']}")
-        return self.submit(ev.RECEIPT, actor, {
+                      if differ else f"received {digests.size} bytes, expected {art['size']}"
+                      if digests.size != art["size"] else
+                      f"the package received (sha256 {package_sha256}) is not the package "
+                      f"dispatched (sha256 {sent['sha256'] if sent else None})")
+        payload: dict[str, Any] = {
             "transfer": transfer, "artefact": tr["artefact"], "outcome": outcome,
-            "recomputed": recomputed, "reason": reason, "seals": seals or []},
-            prev=art["head"])
+            "recomputed": recomputed, "reason": reason, "seals": seals or []}
+        if package_sha256 is not None:
+            payload["package_sha256"] = package_sha256
+        if seal_discrepancy:
+            payload["seal_discrepancy"] = seal_discrepancy
+        return self.submit(ev.RECEIPT, actor, payload, prev=art["head"])
 
     def access(self, actor: ActorKey, *, artefact: str, action: str, purpose: str,
                authorisation: str = "", source: str = "cli") -> AppendResult:

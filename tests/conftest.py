@@ -274,6 +274,7 @@ class PureLedger:
         from ledger import events as ev
 
         payload = {"log_key": log_signer(self.origin).verifier_key, "skew_ms": self.skew_ms,
+                   "rules": 2,
                    "org": {"id": org, "name": org.upper(), "jurisdiction": jurisdiction},
                    "actor": {"id": admin.actor_id, "org": org, "name": "Admin",
                              "roles": list(roles), "public_key": b64(admin.signer.public_key)}}

@@ -164,11 +164,18 @@ def _story(home: Path | None, size_mib: int, network: Path | None = None) -> dic
     del data
     s.run(["receive", tr1, "--file", str(tampered), "--as", "nl-custodian"], expect=1)
 
-    s.say("The true copy is sent again and accepted: NFI becomes custodian")
+    s.say("The true copy is sent again, SEALED: encrypted to NFI's key (age format) in the "
+          "same read that hashes it; the package's digest is in the signed dispatch")
+    package = work / f"{tr2}.age"
     s.run(["transfer", art, "--to", "nfi", "--purpose", "malware analysis (resend)",
            "--legal-basis", basis, "--transport", "courier", "--seal", "S-1002", "--id", tr2,
-           "--as", "de-custodian"])
-    s.run(["receive", tr2, "--file", str(image), "--seal", "S-1002", "--as", "nl-custodian"])
+           "--seal-file", str(image), "--out", str(package), "--as", "de-custodian"])
+    s.say("NFI checks the package against the dispatch, opens it, re-hashes the evidence in "
+          "the same pass, and only then accepts: NFI becomes custodian")
+    received = work / "received"
+    received.mkdir(exist_ok=True)
+    s.run(["receive", tr2, "--package", str(package), "--seal", "S-1002", "--out",
+           str(received), "--as", "nl-custodian"])
 
     s.say("Every access is logged; an agency outside the case is denied, and that is logged")
     s.run(["access", art, "--action", "analysis-start", "--purpose", "malware triage",

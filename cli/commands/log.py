@@ -211,8 +211,8 @@ def _checkpoint_file(path: Path) -> str:
 
 
 #: The state namespaces a server lists (``nonce/`` replay bookkeeping is not compared).
-_SERVED_STATE = ("ledger", "org/", "orgadmin/", "actor/", "case/", "lb/", "art/", "tr/",
-                 "hist/")
+_SERVED_STATE = ("ledger", "org/", "orgadmin/", "orgkey/", "actor/", "case/", "lb/", "art/",
+                 "tr/", "sha/", "hist/")
 
 
 @app.command("rebuild-state")

@@ -1,4 +1,5 @@
-"""``custody init``: a new embedded ledger, log key, first organisation and admin."""
+"""``custody init``: a new embedded ledger, log key, first organisation and admin, and
+the organisation's encryption key (age X25519) for sealed evidence packages."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from cli import context
 from cli.options import Json
 from ledger import _sodium, keys
 from ledger.errors import InvalidInput, LedgerError
+from ledger.events import org_key_id
 from ledger.fabric.store import FabricStore
 from ledger.home import Home, custody, open_store, passphrase_from_env
 from ledger.note import check_name, verifier_key
-from ledger.service import ActorKey
+from ledger.service import ActorKey, Custody
+from ledger.store.base import AppendResult
 from ledger.vocab import COUNTRIES, ROLES
 
 
@@ -48,6 +51,55 @@ def new_passphrase(no_passphrase: bool, what: str) -> bytes | None:
     if not first:
         raise InvalidInput("an empty passphrase is not allowed; use --no-passphrase")
     return str(first).encode()
+
+
+def org_key_passphrase(home: Home, admin_id: str, no_passphrase: bool, org: str) -> bytes | None:
+    """The passphrase for a new organisation encryption key made by ``admin_id``: none
+    with --no-passphrase; ``CUSTODY_PASSPHRASE`` when set; none when the admin's own key
+    is stored unencrypted (the home was made with --no-passphrase); else asked."""
+    if no_passphrase:
+        return None
+    admin_key = home.actor_key_path(admin_id)
+    if passphrase_from_env() is None and admin_key.exists() and not keys.is_encrypted(admin_key):
+        return None
+    return new_passphrase(False, f"organisation {org}'s encryption key")
+
+
+def new_age_identity() -> tuple[str, str]:
+    """A new age X25519 identity and its recipient: (``AGE-SECRET-KEY-1…``, ``age1…``)."""
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    return str(identity), str(identity.to_public())
+
+
+def create_org_key(home: Home, service: Custody, admin: ActorKey, org: str,
+                   passphrase: bytes | None) -> tuple[AppendResult, str, Path]:
+    """Create a new encryption key for ``org`` in ``home``, enrol it on the ledger
+    (signed by ``admin``) and make it the org's current key file. Returns the receipt,
+    the new key id and its file.
+
+    The identity is written first as ``ORG.KEYID.key`` and removed if the enrolment is
+    refused; once enrolled, the previous current file is kept as ``ORG.OLDKEYID.key``
+    (packages sealed to it can still be opened) and the new one becomes ``ORG.key``."""
+    identity, recipient = new_age_identity()
+    key_id = org_key_id(recipient)
+    pending = home.retired_org_key_path(org, key_id)
+    keys.write_identity(pending, org, identity, passphrase)
+    try:
+        receipt = service.enrol_org_key(admin, org, recipient)
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    current = home.org_key_path(org)
+    if current.exists():
+        try:
+            old_id = org_key_id(str(keys.identity_info(current)["recipient"]))
+        except LedgerError:  # not an identity file of ours: keep it aside, never lose it
+            old_id = "unreadable"
+        os.replace(current, home.retired_org_key_path(org, old_id))
+    os.replace(pending, current)
+    return receipt, key_id, current
 
 
 def check_country(code: str) -> str:
@@ -96,9 +148,10 @@ def init(
     json_: Json = False,
 ) -> None:
     """Create a new ledger: log key, first organisation, and an admin actor with the roles
-    of --admin-roles (by default admin and examiner; printed). Keys are written under the
-    home with mode 0600. With --network, the ledger lives on that Fabric network and the
-    log key is the organisation node's."""
+    of --admin-roles (by default admin and examiner; printed), then the organisation's
+    encryption key for sealed packages, enrolled right after the genesis (its key id is
+    printed). Keys are written under the home with mode 0600. With --network, the ledger
+    lives on that Fabric network and the log key is the organisation node's."""
     c = context.get(ctx)
     if network is not None:
         c.network = network.resolve()
@@ -127,6 +180,9 @@ def init(
         if not fabric:  # on Fabric, each organisation's node holds its own log key
             keys.write_key(home.log_key_path, origin, log_seed, passphrase)
         keys.write_key(home.actor_key_path(aid), aid, admin_seed, passphrase)
+        org_identity, org_recipient = new_age_identity()
+        keys.write_identity(home.org_key_path(oid), oid, org_identity, passphrase)
+        del org_identity
         home.save()
         store = open_store(home, create=True)
         try:
@@ -135,10 +191,13 @@ def init(
                 verifier_key(origin, _sodium.public_key_from_seed(log_seed))
             home.config["log_key"] = vkey  # pinned: verify and audit check against it
             home.save()
-            receipt = custody(home, store).genesis(
+            service = custody(home, store)
+            receipt = service.genesis(
                 admin, org_id=oid, org_name=org_name, jurisdiction=jurisdiction,
                 actor_name=admin_name, roles=roles, log_key=vkey)
-            home.remember_checkpoint(receipt.checkpoint)
+            # The first organisation's encryption key, enrolled right after the genesis.
+            key_receipt = service.enrol_org_key(admin, oid, org_recipient)
+            home.remember_checkpoint(key_receipt.checkpoint)
         finally:
             store.close()
     except (LedgerError, OSError):
@@ -155,6 +214,8 @@ def init(
         raise
     out = {"home": str(home.path), "origin": origin, "org": oid, "jurisdiction": jurisdiction,
            "admin": aid, "admin_roles": roles, "verifier_key": vkey, "log_index": receipt.index,
+           "org_key_id": org_key_id(org_recipient), "org_key_file": str(home.org_key_path(oid)),
+           "org_key_log_index": key_receipt.index,
            "encrypted_keys": passphrase is not None, "backend": "fabric" if fabric else "sqlite",
            **({"network": fabric["network"], "fabric_org": jurisdiction} if fabric else {})}
     if context.want_json(ctx, json_):
@@ -163,6 +224,8 @@ def init(
     context.console.print(f"Created ledger [bold]{origin}[/] in {home.path}")
     context.console.print(f"  organisation {oid} ({jurisdiction}), admin actor {aid} "
                           f"with roles {', '.join(roles)}", highlight=False)
+    context.console.print(f"  encryption key of {oid}: {org_key_id(org_recipient)} "
+                          f"(log index {key_receipt.index})", highlight=False)
     context.console.print(f"  log verifier key: {vkey}")
 
 

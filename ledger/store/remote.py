@@ -8,6 +8,11 @@ turned back into the SAME :mod:`ledger.errors` class the local store would raise
 are checked before use (threat T19): leaf bytes must hash to the stated leaf hash, hashes
 must be 32 bytes, sizes integers.
 
+Evidence packages (the encrypted files of the sealed exchange) move with
+:meth:`RemoteStore.upload_package` and :meth:`RemoteStore.download_package`: both resume
+where an interrupted attempt stopped (``Upload-Offset`` / ``Range``), and a download is
+published at its destination only once its SHA-256 is the expected one.
+
 Tokens: ``token`` is a bearer token, a callable returning one (e.g. :class:`ActorLogin`,
 which logs in by signing a challenge and renews the token before it expires), or None
 for public reads only. Appends are sent with the token of the event's signer when
@@ -19,9 +24,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import hashlib
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -40,6 +50,14 @@ if TYPE_CHECKING:
 AUTH_DOMAIN = b"custody-ledger/v1/auth\n"
 TokenSource = Callable[[], str] | str | None
 PAGE = 1000
+#: ``progress(done, total)``: bytes moved so far (resumed bytes included) of the total.
+TransferProgress = Callable[[int, int], None]
+#: Attempts of one package upload or download (each resumes where the last stopped).
+PACKAGE_ATTEMPTS = 5
+_CHUNK = 1 << 20
+#: Throughput assumed for a read timeout that covers the server hashing a package.
+_SLOW_BYTES_PER_S = 20 << 20
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 def _codes() -> dict[str, type[e.LedgerError]]:
@@ -98,6 +116,7 @@ class RemoteStore:
                  signer_tokens: Callable[[str], str] | None = None,
                  client: httpx.Client | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self._token = token
         self._signer_tokens = signer_tokens
         self._owns_client = client is None
@@ -331,6 +350,165 @@ class RemoteStore:
         if self._owns_client:
             self._client.close()
 
+    # ---- evidence packages (api/routes/packages.py) ----------------------------------
+
+    def package_state(self, sha256: str) -> tuple[str, int, int | None]:
+        """``(status, offset, length)`` of a package on the server (``HEAD``): status
+        ``complete`` (offset = its size), ``partial`` (continue at offset) or ``absent``."""
+        try:
+            resp = self._request("HEAD", f"/v1/packages/{_digest(sha256)}")
+        except e.NotFound:
+            return "absent", 0, None
+        offset = _header_int(resp, "Upload-Offset")
+        length = _header_int(resp, "Upload-Length")
+        if resp.status_code == 200:
+            size = length if length is not None else _header_int(resp, "Content-Length")
+            if size is None:
+                raise e.UpstreamError("the server did not say the package's size")
+            return "complete", size, size
+        if resp.status_code == 204 and offset is not None:
+            return "partial", offset, length
+        raise e.UpstreamError(f"the server answered HEAD with HTTP {resp.status_code}")
+
+    def upload_package(self, path: str | os.PathLike[str], sha256: str,
+                       progress: TransferProgress | None = None,
+                       attempts: int = PACKAGE_ATTEMPTS) -> dict[str, Any]:
+        """Upload the package file at ``path`` (whose SHA-256 is ``sha256``): ask where
+        the server stands (``HEAD``), then ``PUT`` the rest from that offset. A failed
+        attempt (network, a busy server, the server still finishing the interrupted
+        request) is resumed from wherever the server got to, up to ``attempts`` times.
+        Returns ``{"sha256", "size", "status": "uploaded"|"present", "resumed_from"}``."""
+        digest = _digest(sha256)
+        size = os.stat(path).st_size
+        report = progress or (lambda _done, _total: None)
+        resumed_from: int | None = None
+        for attempt in range(attempts):
+            status, offset, length = self.package_state(digest)
+            if status == "complete":
+                report(size, size)
+                return {"sha256": digest, "size": offset, "resumed_from": resumed_from,
+                        "status": "present" if resumed_from is None else "uploaded"}
+            if length is not None and length != size:
+                raise e.Conflict("upload-length", f"the server holds part of an upload of "
+                                 f"this package announced with {length} bytes, but "
+                                 f"{os.fspath(path)} has {size}")
+            resumed_from = offset if resumed_from is None else resumed_from
+            try:
+                resp = self._request(
+                    "PUT", f"/v1/packages/{digest}",
+                    content=_file_chunks(path, offset, size, report),
+                    headers={"Upload-Length": str(size), "Upload-Offset": str(offset),
+                             "Content-Length": str(size - offset),
+                             "Content-Type": "application/octet-stream"},
+                    **self._transfer_timeout(size))
+            except (e.UpstreamError, e.Backpressure) as exc:
+                if attempt + 1 == attempts:
+                    raise
+                _pause(attempt, exc)
+                continue
+            except e.Conflict as exc:  # e.g. the interrupted request still holds the upload
+                if exc.rule not in ("upload-offset", "upload-in-progress") \
+                        or attempt + 1 == attempts:
+                    raise
+                _pause(attempt, exc)
+                continue
+            if resp.status_code in (200, 201):
+                report(size, size)
+                return {"sha256": digest, "size": size, "resumed_from": resumed_from,
+                        "status": "uploaded"}
+        raise e.UpstreamError(f"the upload of {os.fspath(path)} did not complete in "
+                              f"{attempts} attempts")
+
+    def download_package(self, sha256: str, dest: str | os.PathLike[str],
+                         progress: TransferProgress | None = None,
+                         attempts: int = PACKAGE_ATTEMPTS) -> dict[str, Any]:
+        """Download a package to ``dest`` through ``dest.part``: a part left by an
+        interrupted download is continued (``Range: bytes=N-``). When complete its
+        SHA-256 must be ``sha256``: then it is fsync'ed and renamed to ``dest``;
+        otherwise the part is deleted and :class:`~ledger.errors.VerificationError`
+        raised. Returns ``{"sha256", "size", "path", "resumed_from"}``."""
+        digest = _digest(sha256)
+        final = Path(dest)
+        part = final.with_name(final.name + ".part")
+        report = progress or (lambda _done, _total: None)
+        resumed_from = part.stat().st_size if part.exists() else 0
+        for attempt in range(attempts):
+            try:
+                total = self._download_into(part, digest, report)
+                break
+            except (e.UpstreamError, e.Backpressure) as exc:
+                if attempt + 1 == attempts:
+                    raise
+                _pause(attempt, exc)
+        hasher = hashlib.sha256()
+        with part.open("rb") as fh:
+            while block := fh.read(_CHUNK):
+                hasher.update(block)
+            os.fsync(fh.fileno())
+        got = hasher.hexdigest()
+        if got != digest:
+            part.unlink()
+            raise e.VerificationError(f"the package downloaded from the server has SHA-256 "
+                                      f"{got}, not the expected {digest}; it was deleted")
+        os.replace(part, final)
+        _fsync_dir(final.parent)
+        return {"sha256": digest, "size": total, "path": str(final),
+                "resumed_from": resumed_from}
+
+    def _download_into(self, part: Path, digest: str, report: TransferProgress) -> int:
+        """Fetch what ``part`` lacks; return the package's size."""
+        have = part.stat().st_size if part.exists() else 0
+        headers = self._bearer(self._token)
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with self._client.stream("GET", f"/v1/packages/{digest}",
+                                     headers=headers) as resp:
+                if resp.status_code == 422 and have:
+                    # The part already holds as much as the server has: check it as is.
+                    resp.read()
+                    return have
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise to_exception(resp.status_code, _json_or_none(resp))
+                if resp.status_code == 206:
+                    start, total = _content_range(resp.headers.get("Content-Range"))
+                    if start != have:
+                        raise e.UpstreamError(f"the server sent bytes from {start}, not from "
+                                              f"{have} as asked")
+                    mode = "ab"
+                elif resp.status_code == 200:
+                    have, mode = 0, "wb"  # the whole package again
+                    total = _header_int(resp, "Content-Length") or 0
+                else:
+                    raise e.UpstreamError(f"the server answered HTTP {resp.status_code} to "
+                                          "a package download")
+                with part.open(mode) as out:
+                    done = have
+                    report(done, total)
+                    try:
+                        for chunk in resp.iter_bytes(_CHUNK):
+                            out.write(chunk)
+                            done += len(chunk)
+                            report(done, total)
+                    finally:
+                        out.flush()
+                        os.fsync(out.fileno())
+                return total
+        except httpx.TimeoutException as exc:
+            raise e.UpstreamError(f"the ledger server at {self.base_url} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise e.UpstreamError(f"the download from {self.base_url} failed: {exc}") from exc
+
+    def _transfer_timeout(self, size: int) -> dict[str, Any]:
+        """Connect and write as usual; the answer may wait for the server to hash the
+        whole package (a resumed upload is hashed from its first byte): a larger read
+        timeout when that could take more than half the usual one."""
+        hashing = size / _SLOW_BYTES_PER_S
+        if hashing <= self.timeout / 2:
+            return {}
+        return {"timeout": httpx.Timeout(self.timeout, read=self.timeout + hashing)}
+
     # ---- witness cosignatures (public endpoints, no token; api/routes/witness.py) ----
 
     def add_cosignature(self, size: int, witness_key: str, line: str) -> str:
@@ -368,6 +546,63 @@ class RemoteStore:
             return None
         size, note, _lines = self._witnessed(data)
         return size, note
+
+
+def _digest(sha256: str) -> str:
+    if not isinstance(sha256, str) or re.fullmatch(r"[0-9a-f]{64}", sha256) is None:
+        raise e.InvalidInput("a package is named by its SHA-256: 64 lowercase hex characters")
+    return sha256
+
+
+def _header_int(resp: httpx.Response, name: str) -> int | None:
+    value = resp.headers.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise e.UpstreamError(f"the server sent a malformed {name} header")
+    return int(value)
+
+
+def _content_range(value: str | None) -> tuple[int, int]:
+    match = _CONTENT_RANGE.fullmatch(value or "")
+    if match is None:
+        raise e.UpstreamError("the server sent a partial answer without a valid "
+                              "Content-Range")
+    return int(match[1]), int(match[3])
+
+
+def _json_or_none(resp: httpx.Response) -> object:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _file_chunks(path: str | os.PathLike[str], offset: int, size: int,
+                 report: TransferProgress) -> Iterator[bytes]:
+    """The file from ``offset``, in 1 MiB chunks, reporting progress as they are sent."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        done = offset
+        report(done, size)
+        while done < size and (chunk := fh.read(min(_CHUNK, size - done))):
+            yield chunk
+            done += len(chunk)
+            report(done, size)
+
+
+def _pause(attempt: int, exc: e.LedgerError) -> None:
+    retry = getattr(exc, "retry_after", None)
+    time.sleep(min(5.0, retry if isinstance(retry, float) else 0.2 * (attempt + 1)))
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system syncs a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _receipt(data: object) -> AppendResult:

@@ -16,6 +16,7 @@ Columns, in order::
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from typing import Any
 
@@ -28,6 +29,7 @@ from api.auth import auth_message
 from ledger import events as ev
 from ledger.store.sql import SqlStore
 from tests.api import world as w
+from tests.api.package_world import sealed_dispatch
 
 PERSONAS = ("anon", "exam-de", "court-de", "admin-de", "aud", "cust-nl", "court-nl",
             "admin-nl", "aud-nl", "exam-us", "court-us", "admin-us", "aud-us")
@@ -117,6 +119,13 @@ EXPECTED: dict[tuple[str, str], str] = {
     # Uploads: custodial roles only.
     ("PUT", "/v1/evidence/{sha256}"): "401 201 403 403 403 201 403 403 403 201 403 403 403",
     ("POST", "/v1/verify"): "401 200 200 200 200 200 200 200 200 200 200 200 200",
+    # Evidence packages (a dispatch of art-3 from bka to nfi names the package): uploads
+    # (fresh bytes each) by custodial roles; a probe by custodial roles or the transfer's
+    # organisations; the bytes only to the transfer's organisations (sender, receiver).
+    ("PUT", "/v1/packages/{sha256}"): "401 201 403 403 403 201 403 403 403 201 403 403 403",
+    ("HEAD", "/v1/packages/{sha256}"):
+        "401 200 200 200 404 200 200 200 200 200 404 404 404",
+    ("GET", "/v1/packages/{sha256}"): "401 200 200 200 404 200 200 200 200 404 404 404 404",
     ("PUT", "/v1/verify/upload"): "401 200 200 200 200 200 200 200 200 200 200 200 200",
 }
 
@@ -142,6 +151,7 @@ class Requests:
         self.world = world
         self.store = store
         self.n = 0
+        self.sealed = ""
 
     def uid(self, prefix: str) -> str:
         self.n += 1
@@ -220,7 +230,7 @@ class Requests:
         if path == "/v1/artefacts":
             return self.body(w.sign(ev.ARTEFACT_REGISTER, me, {
                 "id": self.uid("art"), "case": "CASE-1", "size": 1,
-                "digests": {"sha256": "ab" * 32}}))
+                "digests": {"sha256": hashlib.sha256(self.uid("bytes").encode()).hexdigest()}}))
         if path == "/v1/transfers":
             return self.body(w.sign(ev.DISPATCH, me, {
                 "transfer": self.uid("tr"), "artefact": "art-1", "to_org": "fbi",
@@ -243,9 +253,21 @@ class Requests:
                                                                           action)}}
         if path == "/v1/evidence/{sha256}":
             return {"url": f"/v1/evidence/{sha}", "content": w.EVIDENCE}
+        if path == "/v1/packages/{sha256}" and method == "PUT":
+            data = os.urandom(1000)
+            return {"url": f"/v1/packages/{hashlib.sha256(data).hexdigest()}",
+                    "content": data, "headers": {"Upload-Length": str(len(data))}}
+        if path == "/v1/packages/{sha256}":
+            return {"url": f"/v1/packages/{self.package()}"}
         if path.startswith(("/v1/log/cosignatures", "/v1/log/checkpoints/")):
             return self.witness(path)
         return {}
+
+    def package(self) -> str:
+        """A package, uploaded, that a dispatch of ``art-3`` from bka to nfi names."""
+        if not self.sealed:
+            self.sealed = sealed_dispatch(self.world, "art-3")
+        return self.sealed
 
     def witness(self, path: str) -> dict[str, Any]:
         """Witness routes: a fresh witness's cosignature over an early checkpoint (one

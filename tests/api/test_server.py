@@ -58,7 +58,7 @@ def test_custody_story_on_sqlite(world: w.World) -> None:
 def test_sixteen_concurrent_dispatches_one_wins(world: w.World) -> None:
     c = world.custody("exam-de")
     reg = c.register(w.key("exam-de"), case="CASE-1", digests=world.digests,
-                     artefact_id="art-race")
+                     artefact_id="art-race", duplicate_of="art-1")
     head = reg.event_id
     token = world.token("exam-de")
     events = [w.sign(ev.DISPATCH, "exam-de", {

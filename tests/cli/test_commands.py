@@ -34,7 +34,12 @@ def test_init_json_fields_and_key_files(cli: Cli) -> None:
     assert res.err == ""
     assert mode(cli.home / "keys" / "log.key") == 0o600
     assert mode(cli.home / "keys" / "actors" / "bundeskriminalamt-admin.key") == 0o600
-    assert cli.size() == 1
+    # The organisation's encryption key, enrolled right after the genesis.
+    assert out["org_key_log_index"] == 1
+    assert out["org_key_file"] == str(cli.home / "keys" / "orgs" / "bundeskriminalamt.key")
+    assert mode(cli.home / "keys" / "orgs" / "bundeskriminalamt.key") == 0o600
+    assert len(out["org_key_id"]) == 16
+    assert cli.size() == 2
     assert cli("log", "verifier-key", expect=0).out.strip() == out["verifier_key"]
 
 
@@ -89,7 +94,9 @@ def test_org_add_and_list(world: World) -> None:
     assert res.json["jurisdiction"] == "BE"
     assert res.json["log_index"] == before
     assert res.json["duplicate"] is False
-    assert world.size() == before + 1
+    # ... and its encryption key, created in this home and enrolled right after.
+    assert res.json["org_key_log_index"] == before + 1
+    assert world.size() == before + 2
     text = world.cli("org", "add", "--name", "Guardia", "--id", "gdf", "--jurisdiction", "IT",
                      "--as", "bka-admin", expect=0)
     assert "Registered organisation gdf (IT)" in text.out
@@ -361,13 +368,13 @@ def test_verify_verdicts(world: World) -> None:
 def test_status(world: World) -> None:
     out = world.cli("status", "--json", expect=0).json
     assert out["origin"] == ORIGIN
-    assert out["size"] == 11
+    assert out["size"] == 14
     assert (out["organisations"], out["actors"], out["cases"], out["artefacts"]) == (3, 6, 1, 1)
     assert (out["legal_bases"], out["transfers"], out["open_transfers"],
             out["integrity_incidents"]) == (0, 0, 0, 0)
-    assert out["checkpoint"].startswith(f"{ORIGIN}\n11\n")
+    assert out["checkpoint"].startswith(f"{ORIGIN}\n14\n")
     text = world.cli("status", expect=0).out
-    assert "size: 11" in text
+    assert "size: 14" in text
     assert "artefacts: 1" in text
     assert "checkpoint:" in text
 
@@ -379,7 +386,7 @@ def test_log_checkpoint_and_verifier_key(world: World) -> None:
     note = world.cli("log", "checkpoint", expect=0).out
     lines = note.split("\n")
     assert lines[0] == ORIGIN
-    assert lines[1] == "11"
+    assert lines[1] == "14"
     assert lines[3].startswith("custody-map/v1 ")  # the state-map root (ledger/vmap.py)
     assert lines[4] == ""
     assert lines[5].startswith(f"— {ORIGIN} ")
@@ -392,27 +399,27 @@ def test_log_checkpoint_and_verifier_key(world: World) -> None:
 
 def test_log_entries(world: World) -> None:
     lines = world.cli("log", "entries", "--json", expect=0).lines
-    assert [line["index"] for line in lines] == list(range(11))
+    assert [line["index"] for line in lines] == list(range(14))
     assert set(lines[0]) == {"index", "leaf_hash", "entry"}
     some = world.cli("log", "entries", "--start", "3", "--end", "5", "--json", expect=0).lines
     assert some == lines[3:5]
-    text = world.cli("log", "entries", "--start", "10", expect=0).out
-    assert text.startswith("10\t" + lines[10]["leaf_hash"] + "\t{")
+    text = world.cli("log", "entries", "--start", "13", expect=0).out
+    assert text.startswith("13\t" + lines[13]["leaf_hash"] + "\t{")
 
 
 def test_log_proofs(world: World) -> None:
     inc = world.cli("log", "proof", "inclusion", "--index", "3", "--json", expect=0).json
     assert set(inc) == {"index", "tree_size", "leaf_hash", "hashes"}
-    assert (inc["index"], inc["tree_size"]) == (3, 11)
+    assert (inc["index"], inc["tree_size"]) == (3, 14)
     assert len(inc["hashes"]) == 4
     inc8 = world.cli("log", "proof", "inclusion", "--index", "3", "--size", "8", "--json",
                      expect=0).json
     assert inc8["tree_size"] == 8
     assert len(inc8["hashes"]) == 3
     text = world.cli("log", "proof", "inclusion", "--index", "3", expect=0).out
-    assert text.splitlines()[0] == f"leaf 3 of 11: {inc['leaf_hash']}"
+    assert text.splitlines()[0] == f"leaf 3 of 14: {inc['leaf_hash']}"
     con = world.cli("log", "proof", "consistency", "--old", "5", "--json", expect=0).json
-    assert (con["old_size"], con["new_size"]) == (5, 11)
+    assert (con["old_size"], con["new_size"]) == (5, 14)
     assert all(len(h) == 64 for h in con["hashes"])
     assert con["hashes"]
     con2 = world.cli("log", "proof", "consistency", "--old", "5", "--new", "8", "--json",
@@ -420,10 +427,10 @@ def test_log_proofs(world: World) -> None:
     assert con2["new_size"] == 8
     assert world.cli("log", "proof", "consistency", "--old", "5", expect=0).out.split() == \
         con["hashes"]
-    bad = world.cli("log", "proof", "inclusion", "--index", "11")
+    bad = world.cli("log", "proof", "inclusion", "--index", "14")
     assert bad.code == 2
     assert "not below tree size" in bad.err
-    bad = world.cli("log", "proof", "consistency", "--old", "12")
+    bad = world.cli("log", "proof", "consistency", "--old", "15")
     assert bad.code == 2
 
 

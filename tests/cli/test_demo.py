@@ -18,7 +18,7 @@ def test_demo(tmp_path: Path) -> None:
         assert step in res.out + res.err, step
     audit = Cli(home)("audit", "--json", expect=0)
     assert audit.json["ok"] is True
-    assert audit.json["entries_checked"] == Cli(home).size() == 18
+    assert audit.json["entries_checked"] == Cli(home).size() == 21
 
 
 def test_demo_refuses_an_existing_ledger(tmp_path: Path) -> None:

@@ -111,10 +111,14 @@ def test_encrypted_init_and_no_key_material_in_the_database(
 
     secrets = []
     for path in (cli.home / "keys").rglob("*.key"):
+        if path.parent.name == "orgs":  # an organisation's encryption key (age identity)
+            identity = keys.load_identity(path, PASS.encode()).encode()
+            secrets += [identity, identity[16:], identity.lower()]
+            continue
         seed = keys.load_seed(path, PASS.encode())
         secrets += [seed, base64.b64encode(seed), seed.hex().encode(),
                     base64.b64encode(seed)[:40]]
-    assert len(secrets) == 4 * 3  # log key, admin, eva
+    assert len(secrets) == 4 * 3 + 3  # log key, admin, eva; bka's encryption key
     db_files = [p for p in cli.home.iterdir() if p.name.startswith("ledger.db")]
     assert db_files
     for db in db_files:
@@ -129,7 +133,12 @@ def test_unencrypted_seeds_are_not_in_the_database(world: World) -> None:
     blobs = b"".join(p.read_bytes() for p in world.home.iterdir()
                      if p.name.startswith("ledger.db"))
     for path in (world.home / "keys").rglob("*.key"):
-        seed = keys.load_seed(path, None)
         assert os.stat(path).st_mode & 0o077 == 0
+        if path.parent.name == "orgs":  # an organisation's encryption key (age identity)
+            identity = keys.load_identity(path, None).encode()
+            for secret in (identity, identity[16:], identity.lower()):
+                assert secret not in blobs
+            continue
+        seed = keys.load_seed(path, None)
         for secret in (seed, base64.b64encode(seed), seed.hex().encode()):
             assert secret not in blobs

@@ -153,7 +153,7 @@ def test_outside_verifier(busy_world: World) -> None:
     cli = busy_world.cli
     entries = cli("log", "entries", "--json", expect=0).lines
     size = len(entries)
-    assert size == 17
+    assert size == 20
     leaf_hashes = []
     for i, line in enumerate(entries):
         assert line["index"] == i

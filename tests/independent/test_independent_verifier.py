@@ -121,8 +121,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     second.write_bytes(hashlib.sha512(b"second").digest() * 100)
     arts = {"demo": ""}
     for name, exhibit in (("second", "DE-02"), ("same-bytes", "DE-03")):
+        # The same bytes again in the case must name the first (rule duplicate-bytes).
+        again = ["--duplicate-of", arts["second"]] if name == "same-bytes" else []
         out = custody("--home", home, "register", second, "--case", "CASE-2026-0042",
-                      "--exhibit", exhibit, "--as", "de-examiner", "--json")
+                      "--exhibit", exhibit, *again, "--as", "de-examiner", "--json")
         arts[name] = json.loads(out.stdout)["artefact_id"]
     custody("--home", home, "access", arts["second"], "--action", "view", "--purpose",
             "review", "--as", "nl-custodian")

@@ -220,7 +220,8 @@ def test_append_many_mixed_batch(world: World, backend: str) -> None:
     first_result = store.append(already)
     size0 += 1
     cps0 += 1
-    g1, g2, g3 = world.access_event(), world.access_event(), world.register_event("art-2")
+    g1, g2, g3 = world.access_event(), world.access_event(), \
+        world.register_event("art-2", b"other evidence")
     replay = ev.sign_event(dataclasses.replace(
         g1.event, payload={**g1.event.payload, "purpose": "replay"}), world.admin.signer)
     foreign = ev.sign_event(dataclasses.replace(

@@ -99,44 +99,44 @@ def test_two_agencies_witness_and_a_split_view_is_refused(
         assert "0 valid of 2 required" in refused.err
 
         first = ok(witness_nfi(url)).json
-        assert (first["size"], first["previous_size"]) == (3, None)
+        assert (first["size"], first["previous_size"]) == (6, None)
         assert first["stored"] == first["cosignature"]
 
         one = court_checks(url, 2, nfi_key, pj_key)
         assert one.code == 1, one.out
         assert "1 valid of 2 required" in one.err
         assert len(one.err.strip().splitlines()) == 1
-        assert ok(court_checks(url, 1, nfi_key)).out.startswith(ORIGIN + "\n3\n")
+        assert ok(court_checks(url, 1, nfi_key)).out.startswith(ORIGIN + "\n6\n")
 
-        assert ok(witness_pj(url)).json["size"] == 3
+        assert ok(witness_pj(url)).json["size"] == 6
         both = ok(court_checks(url, 2, nfi_key, pj_key)).out
-        assert verify_witnessed(both, log_key, [nfi_key, pj_key], 2).checkpoint.size == 3
+        assert verify_witnessed(both, log_key, [nfi_key, pj_key], 2).checkpoint.size == 6
 
-        # The operator's earlier copy of its database, at size 3.
+        # The operator's earlier copy of its database, at size 6.
         backup(op / "ledger.db", tmp_path / "earlier.db")
 
         # The log grows; both witnesses follow it with consistency proofs.
         for name, cc in (("OFAC", "FR"), ("FBI", "US")):
             ok(custody(op, "org", "add", "--name", name, "--jurisdiction", cc, server=url))
         second = ok(witness_nfi(url)).json
-        assert (second["size"], second["previous_size"]) == (5, 3)
-        assert ok(witness_pj(url)).json["previous_size"] == 3
+        assert (second["size"], second["previous_size"]) == (10, 6)
+        assert ok(witness_pj(url)).json["previous_size"] == 6
         # Idempotent: a round with nothing new cosigns the same checkpoint again.
-        assert ok(witness_nfi(url)).json["previous_size"] == 5
+        assert ok(witness_nfi(url)).json["previous_size"] == 10
         looped = ok(custody(nfi, "witness", "run", "--server", url, "--log-key", log_key,
                             "--rounds", "2", "--interval", "0", "--json"))
-        assert [json.loads(line)["size"] for line in looped.out.splitlines()] == [5, 5]
+        assert [json.loads(line)["size"] for line in looped.out.splitlines()] == [10, 10]
         assert custody(nfi, "witness", "run", "--server", url, "--log-key", log_key,
                        "--once", "--rounds", "2").code == 2
         witnessed = ok(court_checks(url, 2, nfi_key, pj_key)).out
-        assert size_of(witnessed) == 5
+        assert size_of(witnessed) == 10
         honest_root = root_of(witnessed)
 
     nfi_state = (nfi / "witness" / "state.json").read_bytes()
     pj_state = (pj_dir / "state.json").read_bytes()
-    assert size_of(json.loads(nfi_state)["logs"][ORIGIN]) == 5
+    assert size_of(json.loads(nfi_state)["logs"][ORIGIN]) == 10
 
-    # The hostile operator: back to the copy at size 3, then two DIFFERENT events,
+    # The hostile operator: back to the copy at size 6, then two DIFFERENT events,
     # re-signed with the same log key (its own client checkpoint is thrown away too).
     restore(tmp_path / "earlier.db", op / "ledger.db")
     (op / "checkpoints" / "latest").unlink(missing_ok=True)
@@ -146,7 +146,7 @@ def test_two_agencies_witness_and_a_split_view_is_refused(
     with serving(op) as url:
         served = httpx.get(url + "/v1/log").json()["checkpoint"]
         verify_checkpoint(served, log_key)  # correctly signed by the log key
-        assert size_of(served) == 5
+        assert size_of(served) == 10
         assert root_of(served) != honest_root
 
         # Same size, another root: a split view, named with both sizes and roots.
@@ -155,21 +155,21 @@ def test_two_agencies_witness_and_a_split_view_is_refused(
         assert split.out == ""
         assert split.err.startswith("custody: split view")
         assert len(split.err.strip().splitlines()) == 1
-        assert "size 5" in split.err
+        assert "size 10" in split.err
         assert root_of(served) in split.err
         assert honest_root in split.err
-        assert list((nfi / "witness" / "evidence").glob("fork-5-*.note"))
+        assert list((nfi / "witness" / "evidence").glob("fork-10-*.note"))
 
         # The forked log grows: no consistency proof can connect it to what PJ cosigned.
         ok(custody(op, "org", "add", "--name", "Eve", "--jurisdiction", "ES", server=url))
         forked = witness_pj(url)
         assert forked.code == 1, forked.out
         assert forked.err.startswith("custody: split view")
-        assert "size 6" in forked.err
-        assert "size 5" in forked.err
+        assert "size 12" in forked.err
+        assert "size 10" in forked.err
 
         # Nothing was posted for the forked checkpoints; the states did not move.
-        for size in (5, 6):
+        for size in (10, 12):
             data = httpx.get(f"{url}/v1/log/checkpoints/{size}/cosigned").json()
             assert data["cosignatures"] == [], data
         assert (nfi / "witness" / "state.json").read_bytes() == nfi_state
@@ -177,6 +177,6 @@ def test_two_agencies_witness_and_a_split_view_is_refused(
 
         # Rerunning changes nothing: the witness keeps refusing.
         assert witness_nfi(url).code == 1
-        # The court still gets only what both witnesses cosigned: size 3 of the copy.
+        # The court still gets only what both witnesses cosigned: size 6 of the copy.
         court_view = ok(court_checks(url, 2, nfi_key, pj_key)).out
-        assert size_of(court_view) == 3
+        assert size_of(court_view) == 6

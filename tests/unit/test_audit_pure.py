@@ -118,7 +118,7 @@ class Synth:
 def build(n_access: int = 12) -> Synth:
     s = Synth()
     s.add(ev.GENESIS, "admin", {
-        "log_key": s.log_key.verifier_key, "skew_ms": 300_000,
+        "log_key": s.log_key.verifier_key, "skew_ms": 300_000, "rules": 2,
         "org": {"id": "bka", "name": "BKA", "jurisdiction": "DE"},
         "actor": {"id": "admin", "org": "bka", "name": "A", "roles": ["admin", "prosecutor"],
                   "public_key": s.pub("admin")}})

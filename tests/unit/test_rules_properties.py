@@ -119,6 +119,8 @@ class CustodyMachine(RuleBasedStateMachine):
         art = f"art-{len(self.arts)}-{self.p.index}"
         d = {"id": art, "case": "CASE-1", "size": len(DATA),
              "digests": {"sha256": hashlib.sha256(DATA).hexdigest()}}
+        if self.arts:  # the same bytes again in the case: a declared duplicate
+            d["duplicate_of"] = self.arts[0]
         if self.attempt(actor_id, self.p.sign(ev.ARTEFACT_REGISTER, key, d)) is not None:
             self.arts.append(art)
 
