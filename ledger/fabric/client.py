@@ -331,6 +331,11 @@ def rpc_error(what: str, address: str, code: str, details: str,
                             f"{_clause(details) or 'no details'}")
 
 
+#: Endorsement rounds before responses that still differ are an error (peers a block
+#: apart give different read sets for a record written in that block).
+ENDORSE_ATTEMPTS = 5
+
+
 def validation_error(tx_id: str, code: str, block: int, endorsers: Sequence[str],
                      orgs: Sequence[str]) -> er.LedgerError | None:
     """The exception for a committed transaction's validation code; None for VALID."""
@@ -691,17 +696,23 @@ class FabricClient:
             self._peer(org)
         listener = self._commit_listener() if wait else None   # connects during endorsing
         proposal = self._proposal(chaincode, fn, args, timestamp_ms)
-        responses = self._endorse(orgs, proposal)
-        unsigned = [o for o in orgs if not responses[o].HasField("endorsement")]
-        if unsigned:
-            raise er.UpstreamError(f"the peer of {', '.join(unsigned)} answered transaction "
-                                   f"{proposal.tx_id} without an endorsement")
-        first = responses[orgs[0]]
-        differing = [o for o in orgs[1:] if responses[o].payload != first.payload]
-        if differing:
-            raise er.UpstreamError(
-                f"the endorsements of transaction {proposal.tx_id} disagree: "
-                f"{', '.join(differing)} returned a different result from {orgs[0]}")
+        for attempt in range(ENDORSE_ATTEMPTS):
+            responses = self._endorse(orgs, proposal)
+            unsigned = [o for o in orgs if not responses[o].HasField("endorsement")]
+            if unsigned:
+                raise er.UpstreamError(f"the peer of {', '.join(unsigned)} answered "
+                                       f"transaction {proposal.tx_id} without an endorsement")
+            first = responses[orgs[0]]
+            differing = [o for o in orgs[1:] if responses[o].payload != first.payload]
+            if not differing:
+                break
+            # Peers a block apart read different versions of a record just written: the
+            # lagging peer catches up within moments, and endorsing has no effect.
+            if attempt + 1 == ENDORSE_ATTEMPTS:
+                raise er.UpstreamError(
+                    f"the endorsements of transaction {proposal.tx_id} disagree: "
+                    f"{', '.join(differing)} returned a different result from {orgs[0]}")
+            time.sleep(0.1 * (attempt + 1))
         envelope = build_transaction(self.identity, proposal, [responses[o] for o in orgs])
         payload = bytes(first.response.payload)
         if listener is None:

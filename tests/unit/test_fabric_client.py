@@ -737,6 +737,22 @@ def test_disagreeing_endorsements(fake: FakeNetwork, client: FabricClient) -> No
     assert fake.orderers[0].received == []
 
 
+def test_a_transient_disagreement_is_endorsed_again(fake: FakeNetwork,
+                                                    client: FabricClient) -> None:
+    """A peer one block behind answers differently once; the next round agrees."""
+    rounds: list[int] = []
+
+    def lagging(prop: Any) -> Any:
+        rounds.append(1)
+        return endorse(prop, "FRMSP", payload=b"stale" if len(rounds) == 1 else b"ok:ping")
+
+    fake.peers["FR"].behaviour = lagging
+    done = client.submit("custody", "ping", [])
+    assert done.code == "VALID"
+    assert len(rounds) == 2
+    assert len(fake.orderers[0].received) == 1
+
+
 @pytest.mark.parametrize(("code", "cls", "rule"), [
     (transaction_pb2.MVCC_READ_CONFLICT, er.Conflict, "mvcc-conflict"),
     (transaction_pb2.ENDORSEMENT_POLICY_FAILURE, er.RuleViolation, "endorsement-policy"),
