@@ -95,14 +95,14 @@ class EvidenceStore:
                 os.fsync(sink.fileno())
             final.parent.mkdir(exist_ok=True, mode=0o700)
             os.replace(tmp, final)  # same digest => same bytes: replacing is harmless
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             return digests
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from api.evidence_store import Chunks, check_sha256
+from api.evidence_store import Chunks, check_sha256, fsync_dir
 from ledger.errors import Conflict, NotFound, PayloadTooLarge, VerificationError
 from ledger.store.base import LedgerStore
 
@@ -260,8 +260,8 @@ class PackageStore:
                                     f"announced {sha256}; nothing was kept")
         final.parent.mkdir(exist_ok=True, mode=0o700)
         os.replace(self._partial(sha256), final)
-        _fsync_dir(final.parent)
-        _fsync_dir(self.partial)
+        fsync_dir(final.parent)
+        fsync_dir(self.partial)
         with contextlib.suppress(FileNotFoundError):
             self._meta(sha256).unlink()
         return UploadResult(sha256, "created", length, length)
@@ -270,14 +270,6 @@ class PackageStore:
         for path in (self._partial(sha256), self._meta(sha256)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PackageIndex:

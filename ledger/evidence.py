@@ -226,11 +226,13 @@ def _readinto_from_read(readable: Any) -> Callable[[memoryview], int]:
     return readinto
 
 
-class _Worker(threading.Thread):
-    """Runs one hasher over the buffers it is handed, in order."""
+class HashWorker(threading.Thread):
+    """Runs one hasher over the buffers it is handed, in order (also used by
+    ``ledger.seal``)."""
 
     def __init__(self, name: str, hasher: _Hasher) -> None:
         super().__init__(name=f"evidence-hash-{name}", daemon=True)
+        self.algorithm = name
         self.hasher = hasher
         self.inbox: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
         self.done: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -256,11 +258,11 @@ def _hash_readable(
 ) -> Digests:
     if chunk_size <= 0:
         raise InvalidInput("chunk_size must be a positive number of bytes.")
-    workers = [_Worker(name, h) for name, h in hashers.items()]
+    workers = [HashWorker(name, h) for name, h in hashers.items()]
     views = [memoryview(bytearray(chunk_size)) for _ in range(_RING_SIZE)]
     total = 0
     in_flight = 0  # buffers handed to the workers and not yet acknowledged by all
-    started: list[_Worker] = []
+    started: list[HashWorker] = []
     try:
         for worker in workers:
             worker.start()
@@ -305,7 +307,7 @@ def _hash_readable(
     )
 
 
-def _release_oldest(workers: list[_Worker]) -> None:
+def _release_oldest(workers: list[HashWorker]) -> None:
     """Wait until every worker has finished the oldest buffer in flight."""
     for worker in workers:
         worker.done.get()

@@ -40,11 +40,9 @@ import hashlib
 import hmac
 import importlib
 import os
-import queue
 import stat
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +51,7 @@ from typing import Any, BinaryIO, Final, Protocol
 import pyrage  # type: ignore[import-untyped]  # no stubs: used through the few calls below
 
 from ledger.errors import InvalidInput, NotFound, VerificationError
-from ledger.evidence import Digests
+from ledger.evidence import Digests, HashWorker
 
 __all__ = ["FORMAT", "REASONS", "Opened", "PackageRejected", "Sealed", "open_package",
            "recipient_of", "seal"]
@@ -513,27 +511,6 @@ def _new_hasher(name: str) -> _Hasher:
     return hashlib.new(name)
 
 
-class _Worker(threading.Thread):
-    """One hash over the buffers it is handed, in order (see ledger.evidence)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name=f"seal-hash-{name}", daemon=True)
-        self.algorithm = name
-        self.hasher = _new_hasher(name)
-        self.inbox: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
-        self.done: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        while (view := self.inbox.get()) is not None:
-            if self.error is None:
-                try:
-                    self.hasher.update(view)
-                except BaseException as exc:  # re-raised by the feeding thread
-                    self.error = exc
-            self.done.put(None)  # always acknowledge, so the feeder never blocks
-
-
 class _Hashing:
     """Several digests of a stream that arrives in pieces of any size (age reads and
     writes 8-64 KiB at a time): the pieces are gathered into a ring of 1 MiB buffers,
@@ -546,7 +523,7 @@ class _Hashing:
 
     def __init__(self, names: Sequence[str]) -> None:
         self._views = [memoryview(bytearray(_CHUNK)) for _ in range(_RING)]
-        self._workers = [_Worker(n) for n in names]
+        self._workers = [HashWorker(n, _new_hasher(n)) for n in names]
         self._slot = 0
         self._fill = 0
         self._in_flight = 0
