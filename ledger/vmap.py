@@ -158,6 +158,10 @@ def verify_map_proof(root: bytes, proof: MapProof) -> None:
     ``proof.value`` (or is absent) in the map with ``root``."""
     if not mapped(proof.key):
         raise VerificationError(f"key {proof.key!r} is not covered by the state map")
+    try:
+        proof.key.encode()
+    except UnicodeEncodeError:  # an unpaired surrogate: no key of the map is such a string
+        raise VerificationError(f"map key {proof.key!r} is not valid UTF-8 text") from None
     kh = key_hash(proof.key)
     bucket = bucket_of(proof.key)
     items = list(proof.others)
@@ -187,7 +191,7 @@ def root_of(extensions: Sequence[str]) -> bytes | None:
         raise VerificationError("a checkpoint carries two state-map roots")
     try:
         root = base64.b64decode(found[0][len(EXTENSION) + 1:], validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text in the line
         raise VerificationError("malformed state-map root in the checkpoint") from None
     if len(root) != 32:
         raise VerificationError("malformed state-map root in the checkpoint")

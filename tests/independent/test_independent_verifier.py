@@ -112,7 +112,12 @@ def custody(*args: Any, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    root = tmp_path_factory.mktemp("independent")
+    return build_demo(tmp_path_factory.mktemp("independent"))
+
+
+def build_demo(root: Path) -> Demo:
+    """A real ledger made by ``custody demo`` plus a second artefact, a third with the same
+    bytes, an access and a revocation; with its bundles (other test modules reuse it)."""
     home = root / "home"
     custody("demo", "--size-mib", "1", "--home", home)
     config = json.loads((home / "config.json").read_text())

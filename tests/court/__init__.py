@@ -1,0 +1,1 @@
+"""Tests of the court outputs (ledger/court): report, verification page, CASE/UCO."""
