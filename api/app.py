@@ -19,10 +19,11 @@ from api import problems
 from api.auth import Authenticator, Clock, now_ms
 from api.committer import GroupCommitter
 from api.deps import strict_query
+from api.docs_ui import install_offline_docs
 from api.evidence_store import EvidenceStore
 from api.limits import STREAMED, BodyLimit
 from api.package_store import PackageStore
-from api.routes import artefacts, auth, events, log, objects, packages, witness
+from api.routes import artefacts, auth, events, log, objects, packages, reports, witness
 from api.runtime import Limits, Runtime
 from api.settings import Settings, check_sqlite_durability
 from ledger import keys
@@ -117,12 +118,14 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
 
     app = FastAPI(title="Custody Ledger API", version=API_VERSION, lifespan=lifespan,
                   dependencies=[Depends(strict_query)],
+                  docs_url=None, redoc_url=None,  # served offline: install_offline_docs
                   description="Chain of custody for cross-border digital evidence: signed "
                   "events, Merkle proofs, jurisdiction-aware authorisation. Errors are RFC "
                   "9457 application/problem+json.")
     app.state.runtime = runtime
     problems.install(app)
-    for module in (auth, events, log, objects, artefacts, packages, witness):
+    install_offline_docs(app)
+    for module in (auth, events, log, objects, artefacts, packages, reports, witness):
         app.include_router(module.router)
 
     def cap_for(path: str) -> int | None:

@@ -21,10 +21,12 @@ from cli.commands import (
     cases,
     custody,
     demo,
+    export,
     identity,
     log,
     network,
     packages,
+    report,
     server,
     setup,
     witness,
@@ -96,6 +98,7 @@ app.command()(demo.demo)
 app.command()(server.serve)
 app.command()(server.join)
 app.command()(packages.fetch)
+app.command()(report.report)
 app.add_typer(identity.org_app, name="org")
 app.add_typer(identity.actor_app, name="actor")
 app.add_typer(cases.case_app, name="case")
@@ -103,6 +106,7 @@ app.add_typer(cases.lb_app, name="legal-basis")
 app.add_typer(log.app, name="log")
 app.add_typer(witness.app, name="witness")
 app.add_typer(bundle.app, name="bundle")
+app.add_typer(export.app, name="export")
 app.add_typer(network.app, name="network")
 app.add_typer(packages.package_app, name="package")
 app.add_typer(browse.artefact_app, name="artefact")

@@ -17,6 +17,7 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
@@ -63,6 +64,11 @@ class Bundle:
                              "inclusion": [h.hex() for h in e.inclusion]}
                             for e in self.entries],
                 "maps": [m.to_json() for m in self.maps]}
+
+    def to_bytes(self) -> bytes:
+        """The bundle file: sorted keys, one-space indent, a final newline. Deterministic,
+        so a report can print the SHA-256 of exactly these bytes."""
+        return json.dumps(self.to_json(), sort_keys=True, indent=1).encode() + b"\n"
 
     @classmethod
     def from_json(cls, obj: Any) -> Bundle:

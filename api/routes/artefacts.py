@@ -251,7 +251,7 @@ def registered(store: LedgerStore, sha256: str) -> list[str]:
                               if e.kind == ev.ARTEFACT_REGISTER))
 
 
-def _visible_target(runtime: Runtime, caller: Caller, sha256: str,
+def visible_target(runtime: Runtime, caller: Caller, sha256: str,
                     artefact_id: str | None) -> tuple[str | None, VerifyResult | None]:
     """The artefact to verify: the one named (if visible), else the first visible
     artefact that the checkpoint PROVES was registered with ``sha256`` (never the refs
@@ -292,7 +292,7 @@ def verdict_for(runtime: Runtime, caller: Caller, sha256: str,
     client runs: from the artefact's bundle, against the log key), for the artefacts the
     caller may see. A digest registered only for artefacts the caller may not see is
     answered ``not-registered`` with ``complete`` false: nothing about them is revealed."""
-    target, answer = _visible_target(runtime, caller, sha256, artefact_id)
+    target, answer = visible_target(runtime, caller, sha256, artefact_id)
     if target is None:
         assert answer is not None  # noqa: S101 - one of the two is always set
         return VerifyOut(**answer.to_json())
@@ -318,7 +318,7 @@ def get_bundle(runtime: RuntimeDep, caller: CallerDep,
         raise InvalidInput("give 'artefact', 'sha256' or both (a court or an auditor that "
                            "holds the bytes names both)")
     digest = "" if sha256 is None else sha256.lower()
-    target, answer = _visible_target(runtime, caller, digest, artefact)
+    target, answer = visible_target(runtime, caller, digest, artefact)
     if target is not None:
         bundle, faults = store.bundle(artefact_id=target, size=size)
     elif answer is not None and answer.checkpoint is not None:

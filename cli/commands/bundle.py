@@ -123,8 +123,8 @@ def export(
         raise NotFound(f"unknown artefact {artefact!r} at checkpoint size {cp.size}")
     if not result.ok:
         report(ctx, result, json_, "export refused: the ledger's proofs do not verify")
-    data = json.dumps(bundle.to_json(), sort_keys=True, indent=1).encode() + b"\n"
-    _write_atomic(out, data)
+    data = bundle.to_bytes()
+    write_atomic_files({out: data})
     summary = {"artefact_id": artefact, "out": str(out), "bytes": len(data),
                "entries": len(bundle.entries), "tree_size": cp.size,
                "witnesses": list(result.witnesses)}
@@ -135,24 +135,30 @@ def export(
                               f"signed entries proven at checkpoint size {cp.size}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
+def write_atomic_files(files: dict[Path, bytes]) -> None:
+    """Write every file or none: each to a temporary file beside it (fsynced), then
+    renamed into place only when all were written."""
+    temps: list[tuple[str, Path]] = []
     try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InvalidInput(f"cannot write to {parent}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for path, data in files.items():
+            parent = path.parent if str(path.parent) else Path(".")
+            try:
+                fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+            except OSError as exc:
+                raise InvalidInput(f"cannot write to {parent}: {exc.strerror}") from None
+            temps.append((tmp, path))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _path in temps:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def read_bundle(path: Path) -> Bundle:

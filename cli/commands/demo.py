@@ -188,6 +188,13 @@ def _story(home: Path | None, size_mib: int, network: Path | None = None) -> dic
                 "tampered_copy": s.verdict(["verify", str(tampered), "--artefact", art],
                                            expect=1)}
 
+    s.say("The court receives a report, the bundle it reads, and a page that re-checks "
+          "the bundle in a browser, offline")
+    court = root / "court"
+    court.mkdir(exist_ok=True)
+    s.run(["report", art, "--evidence", str(image), "--out", str(court / "report.html"),
+           "--force"])
+
     s.say("The artefact and its custody timeline, once, as they stand at the end")
     s.run(["artefact", "show", art])
     s.run(["history", art])
@@ -208,8 +215,10 @@ def _story(home: Path | None, size_mib: int, network: Path | None = None) -> dic
                 f"custody --home {root} log checkpoint",
                 f"custody --home {root} log entries --json",
                 f"custody --home {root} verify {image}",
-                f"custody --home {root} audit --json"):
+                f"custody --home {root} audit --json",
+                f"open {court / 'report.html'}  (and {court / 'report.verify.html'})"):
         context.console.print(f"  {cmd}", highlight=False)
     return {"home": str(root), "artefact_id": art, "evidence": str(image),
             "tampered": str(tampered), "verdicts": verdicts, "audit_ok": bool(report.get("ok")),
+            "court_report": str(court / "report.html"),
             "tree_size": report.get("tree_size")}

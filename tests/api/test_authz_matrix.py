@@ -116,6 +116,8 @@ EXPECTED: dict[tuple[str, str], str] = {
         "401 200 200 200 200 200 200 200 200 404 404 404 200",
     # The court bundle: whoever may see the artefact's history.
     ("GET", "/v1/bundles"): "401 200 200 200 200 200 200 200 200 404 404 404 200",
+    # The court report reads the same bundle: the same visibility.
+    ("GET", "/v1/reports"): "401 200 200 200 200 200 200 200 200 404 404 404 200",
     # Uploads: custodial roles only.
     ("PUT", "/v1/evidence/{sha256}"): "401 201 403 403 403 201 403 403 403 201 403 403 403",
     ("POST", "/v1/verify"): "401 200 200 200 200 200 200 200 200 200 200 200 200",
@@ -188,6 +190,7 @@ class Requests:
             "/v1/artefacts/{artefact_id}/history": {"url": "/v1/artefacts/art-1/history"},
             "/v1/verify": {"json": {"sha256": sha}},
             "/v1/bundles": {"params": {"artefact": "art-1"}},
+            "/v1/reports": {"params": {"artefact": "art-1", "format": "bundle"}},
             "/v1/verify/upload": {"content": w.EVIDENCE},
             "/v1/auth/challenge": {"json": {"actor": me}},
         }
