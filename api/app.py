@@ -25,6 +25,14 @@ from api.limits import STREAMED, BodyLimit
 from api.package_store import PackageStore
 from api.routes import artefacts, auth, events, log, objects, packages, reports, witness
 from api.runtime import Limits, Runtime
+from api.security import Limits as RateLimits
+from api.security import (
+    LoginThrottle,
+    RateLimit,
+    SecurityConfig,
+    SecurityHeaders,
+    actor_of_token,
+)
 from api.settings import Settings, check_sqlite_durability
 from ledger import keys
 from ledger.note import ALG_COSIGNATURE_V1, NoteSigner, parse_verifier_key
@@ -72,7 +80,8 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
                clock: Clock = now_ms, origin: str | None = None,
                token_ttl_s: int = 900, challenge_ttl_s: int = 60,
                group_commit_max: int = 256, write_queue: int = 4096,
-               witness_keys: Sequence[str] = ()) -> FastAPI:
+               witness_keys: Sequence[str] = (),
+               security: SecurityConfig | None = None) -> FastAPI:
     """Build the API for a settings object (production) or an open store (tests)."""
     if config is None:
         config = Settings()  # type: ignore[call-arg]  # from CUSTODY_* variables
@@ -87,6 +96,7 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
         limits = Limits(max_event_bytes=s.max_event_bytes,
                         max_batch_bytes=s.max_event_bytes * 32,
                         max_upload_bytes=s.max_upload_bytes)
+        security = security_from(s)
     else:
         store, owns = config, False
         if token_key is None:
@@ -94,6 +104,7 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
         if packages_dir is None and evidence_dir is not None:
             packages_dir = evidence_dir / "packages"
     limits = limits or Limits()
+    security = security or SecurityConfig()
     ledger_rec = store.state("ledger")
     origin = str(ledger_rec["origin"]) if ledger_rec else origin
     runtime = Runtime(
@@ -104,7 +115,11 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
         evidence=EvidenceStore(evidence_dir) if evidence_dir is not None else None,
         limits=limits, fallback_origin=origin, owns_store=owns,
         witness_keys=_witness_keys(witness_keys),
-        packages=PackageStore(packages_dir) if packages_dir is not None else None)
+        packages=PackageStore(packages_dir) if packages_dir is not None else None,
+        security=security,
+        login_throttle=LoginThrottle(per_actor=security.login_failures_per_actor,
+                                     per_address=security.login_failures_per_address,
+                                     window_s=security.login_window_s))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,8 +151,37 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
         return limits.max_event_bytes
 
     app.add_middleware(BodyLimit, cap_for=cap_for)
+    if security.rate.per_address or security.rate.per_actor:
+        app.add_middleware(RateLimit, limits=security.rate,
+                           actor_of=actor_of_token(runtime.auth.check))
+    if security.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(security.cors_origins),
+                           allow_credentials=False, allow_methods=["GET", "POST", "PUT", "HEAD"],
+                           allow_headers=["Authorization", "Content-Type",
+                                          "X-Custody-Access-Event"], max_age=600)
+    app.add_middleware(SecurityHeaders, tls=security.tls)  # outermost: on every answer
     _stable_openapi(app)
     return app
+
+
+def security_from(s: Settings, *, load_actor: bool = True) -> SecurityConfig:
+    """The safe defaults a settings object asks for, with the security actor's key loaded."""
+    actor = None
+    if load_actor and s.security_actor and s.security_actor_key:
+        from ledger.service import ActorKey
+
+        passphrase = (s.log_key_passphrase.get_secret_value().encode()
+                      if s.log_key_passphrase else None)
+        actor = ActorKey(s.security_actor, keys.load_key(s.security_actor_key, passphrase))
+    return SecurityConfig(
+        tls=s.tls_cert is not None, mtls=s.tls_client_ca is not None,
+        rate=RateLimits(s.rate_limit_per_address, s.rate_limit_per_actor, s.rate_limit_burst),
+        login_failures_per_actor=s.login_failures_per_actor,
+        login_failures_per_address=s.login_failures_per_address,
+        login_window_s=float(s.login_window_s), cors_origins=tuple(s.cors_origins),
+        security_actor=actor)
 
 
 def _witness_keys(keys: Sequence[str]) -> frozenset[str]:

@@ -39,6 +39,7 @@ STATUS: tuple[tuple[type[e.LedgerError], int, str], ...] = (
     (e.RuleViolation, 409, "Custody rule violated"),
     (e.InvalidSignature, 422, "Invalid signature"),
     (e.VerificationError, 422, "Verification failed"),
+    (e.RateLimited, 429, "Too many requests"),
     (e.Backpressure, 503, "Service busy"),
     (e.UpstreamError, 502, "Upstream failure"),
     (e.IntegrityFault, 500, "Ledger integrity fault"),

@@ -10,6 +10,7 @@ from api.auth import Authenticator
 from api.committer import GroupCommitter
 from api.evidence_store import EvidenceStore
 from api.package_store import PackageIndex, PackageStore
+from api.security import LoginThrottle, SecurityConfig
 from ledger.store.base import LedgerStore
 
 
@@ -35,6 +36,8 @@ class Runtime:
     packages: PackageStore | None = None
     #: Which organisations are party to the transfers naming each package.
     package_index: PackageIndex = field(default_factory=PackageIndex)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    login_throttle: LoginThrottle | None = None
 
     def ledger(self) -> dict[str, Any] | None:
         return self.store.state("ledger")

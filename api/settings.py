@@ -59,6 +59,28 @@ class Settings(BaseSettings):
     page_max: Annotated[int, Field(ge=1, le=10_000)] = 1000
     write_queue: Annotated[int, Field(ge=1, le=100_000)] = 4096
     group_commit_max: Annotated[int, Field(ge=1, le=1000)] = 256
+    tls_cert: Path | None = Field(
+        default=None, description="TLS certificate chain (PEM); with tls_key, the server "
+        "speaks TLS 1.2+ only")
+    tls_key: Path | None = Field(
+        default=None, description="TLS private key (PEM); refused when group/world-readable")
+    tls_client_ca: Path | None = Field(
+        default=None, description="mutual TLS: every client must present a certificate "
+        "issued by this CA (PEM); its subject O must be the logging-in actor's organisation")
+    security_actor: str | None = Field(
+        default=None, description="with tls_client_ca: the actor (role auditor or admin) "
+        "whose key signs the record of a refused login")
+    security_actor_key: Path | None = Field(
+        default=None, description="that actor's key file (ledger.keys format)")
+    rate_limit_per_address: Annotated[float, Field(ge=0, le=100_000)] = 200.0
+    rate_limit_per_actor: Annotated[float, Field(ge=0, le=100_000)] = 100.0
+    rate_limit_burst: Annotated[int, Field(ge=1, le=100_000)] = 400
+    login_failures_per_actor: Annotated[int, Field(ge=0, le=10_000)] = 5
+    login_failures_per_address: Annotated[int, Field(ge=0, le=10_000)] = 20
+    login_window_s: Annotated[int, Field(ge=1, le=86_400)] = 300
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed cross-origin requests "
+        "(exact, e.g. https://portal.example); none by default")
     witness_keys: list[str] = Field(
         default_factory=list, description="if set (a JSON list of C2SP cosignature verifier "
         "keys), only these witnesses may post cosignatures; anyone may otherwise")
@@ -71,6 +93,18 @@ class Settings(BaseSettings):
                                             or self.log_key_path is None):
             raise ValueError("database_url and log_key_path are required (or fabric_network "
                              "and fabric_org)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        if self.tls_client_ca is not None and not (self.security_actor
+                                                   and self.security_actor_key):
+            raise ValueError("tls_client_ca needs security_actor and security_actor_key: a "
+                             "refused login is recorded on the log, signed by that actor")
+        for origin in self.cors_origins:
+            if origin == "*" or not origin.startswith(("https://", "http://")):
+                raise ValueError(f"cors_origins lists exact origins (https://host), not "
+                                 f"{origin!r}")
         if self.environment == "development":
             return self
         problems = []

@@ -123,5 +123,12 @@ class Backpressure(LedgerError):
         self.retry_after = retry_after
 
 
+class RateLimited(Backpressure):
+    """Too many requests from one address or actor, or too many failed logins: retry
+    after ``retry_after`` seconds (HTTP 429)."""
+
+    code = "rate-limited"
+
+
 class UpstreamError(LedgerError):
     code = "upstream-error"

@@ -57,10 +57,14 @@ VERIFICATION: Final = "verification.record"
 #: sent to the organisation are sealed to its current key (the key itself is public).
 ORG_KEY: Final = "org.key"
 ORG_KEY_REVOKE: Final = "org.key.revoke"
+#: A login the server refused although the actor's signature was valid (mutual TLS: the
+#: client certificate belongs to another organisation). Signed by the server's own
+#: security actor, so a denied attempt is on the log like a denied access.
+AUTH_DENIED: Final = "auth.denied"
 KINDS: Final = (
     GENESIS, ORG_REGISTER, ACTOR_ENROL, ACTOR_REVOKE, CASE_OPEN, CASE_ADD_MEMBER,
     LEGAL_BASIS, ARTEFACT_REGISTER, DISPATCH, RECEIPT, ACCESS, VERIFICATION,
-    ORG_KEY, ORG_KEY_REVOKE,
+    ORG_KEY, ORG_KEY_REVOKE, AUTH_DENIED,
 )
 
 ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")

@@ -280,6 +280,19 @@ class Access(_Strict):
     source: Literal["cli", "api", "chaincode", "other"] = "cli"
 
 
+class AuthDenied(_Strict):
+    """A refused login: who tried, with which client certificate, and why."""
+
+    actor: Id
+    #: The organisation named by the client certificate (its subject's O), if any.
+    certificate_org: Annotated[str, StringConstraints(max_length=256)] = ""
+    #: The certificate's subject (RFC 4514) and SHA-256 fingerprint, for the record.
+    certificate_subject: Annotated[str, StringConstraints(max_length=512)] = ""
+    certificate_sha256: Hex64 | None = None
+    reason: Text
+    address: Annotated[str, StringConstraints(max_length=100)] = ""
+
+
 class Verification(_Strict):
     artefact: Id
     sha256: Hex64
@@ -292,7 +305,7 @@ SCHEMAS: dict[str, type[_Strict]] = {
     ev.ACTOR_REVOKE: ActorRevoke, ev.CASE_OPEN: CaseOpen, ev.CASE_ADD_MEMBER: CaseAddMember,
     ev.LEGAL_BASIS: LegalBasis, ev.ARTEFACT_REGISTER: ArtefactRegister, ev.DISPATCH: Dispatch,
     ev.RECEIPT: Receipt, ev.ACCESS: Access, ev.VERIFICATION: Verification,
-    ev.ORG_KEY: OrgKey, ev.ORG_KEY_REVOKE: OrgKeyRevoke,
+    ev.ORG_KEY: OrgKey, ev.ORG_KEY_REVOKE: OrgKeyRevoke, ev.AUTH_DENIED: AuthDenied,
 }
 
 

@@ -382,7 +382,7 @@ def _version(view: StateView) -> int:
 def _needs_v2(view: StateView, what: str) -> None:
     if _version(view) < 2:
         raise _refuse("rules-version", f"this ledger was created with rules version 1, "
-                      f"which has no {what}; create a new ledger for the sealed exchange")
+                      f"which has no {what}; create a new ledger to use it")
 
 
 def _artefact_register(view: StateView, signer: Record, e: ev.Event, p: pl.ArtefactRegister,
@@ -598,6 +598,12 @@ def _verification(view: StateView, signer: Record, e: ev.Event, p: pl.Verificati
     return Effects({}, [p.artefact, art["case"]], {"verdict": p.verdict})
 
 
+def _auth_denied(view: StateView, signer: Record, e: ev.Event, p: pl.AuthDenied,
+                 ctx: Context) -> Effects:
+    _needs_v2(view, "a refused login record")
+    return Effects({}, [p.actor], {"outcome": "denied"})
+
+
 _HANDLERS: dict[str, Any] = {
     ev.ORG_REGISTER: _org_register, ev.ACTOR_ENROL: _actor_enrol,
     ev.ACTOR_REVOKE: _actor_revoke, ev.CASE_OPEN: _case_open,
@@ -605,6 +611,7 @@ _HANDLERS: dict[str, Any] = {
     ev.ARTEFACT_REGISTER: _artefact_register, ev.DISPATCH: _dispatch, ev.RECEIPT: _receipt,
     ev.ACCESS: _access, ev.VERIFICATION: _verification,
     ev.ORG_KEY: _org_key, ev.ORG_KEY_REVOKE: _org_key_revoke,
+    ev.AUTH_DENIED: _auth_denied,
 }
 _NEEDS_ROLE: dict[str, frozenset[str]] = {
     ev.ORG_REGISTER: frozenset({"admin"}), ev.ACTOR_ENROL: frozenset({"admin"}),
@@ -614,6 +621,8 @@ _NEEDS_ROLE: dict[str, frozenset[str]] = {
     ev.LEGAL_BASIS: frozenset({"prosecutor", "admin"}),
     ev.ARTEFACT_REGISTER: frozenset({"examiner"}),
     ev.DISPATCH: CUSTODIAL_ROLES, ev.RECEIPT: CUSTODIAL_ROLES,
+    # The server's security actor: an auditor (read-only otherwise) or an admin.
+    ev.AUTH_DENIED: frozenset({"auditor", "admin"}),
 }
 #: Instruments that exist only between two different states (mutual legal assistance,
 #: European Investigation and Production Orders): the same state on both sides is refused.

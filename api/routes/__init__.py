@@ -13,6 +13,7 @@ _DESCRIPTIONS = {
     404: "unknown, or not visible to the caller", 409: "a custody rule refused the event",
     413: "the body exceeds its size cap", 422: "invalid input",
     503: "busy; retry after Retry-After seconds", 502: "the database failed",
+    429: "too many requests or failed logins; retry after Retry-After seconds",
 }
 
 
@@ -23,6 +24,6 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
                 "content": {MEDIA_TYPE: {"schema": schema}}} for s in statuses}
 
 
-READ = problems(401, 404, 422, 502, 503)
-PUBLIC = problems(404, 422, 502, 503)
-WRITE = problems(401, 403, 404, 409, 413, 422, 502, 503)
+READ = problems(401, 404, 422, 429, 502, 503)
+PUBLIC = problems(404, 422, 429, 502, 503)
+WRITE = problems(401, 403, 404, 409, 413, 422, 429, 502, 503)

@@ -13,6 +13,12 @@ Evidence packages (the encrypted files of the sealed exchange) move with
 where an interrupted attempt stopped (``Upload-Offset`` / ``Range``), and a download is
 published at its destination only once its SHA-256 is the expected one.
 
+Transport: ``https://`` servers are verified against the system's trust store, or
+against ``tls.ca`` (pinned in the home by ``custody join --ca``), and a client
+certificate is presented when ``tls.cert`` is set (mutual TLS). There is no fallback to
+plain HTTP, and plain ``http://`` is refused for any host but a loopback address (unless
+``CUSTODY_ALLOW_PLAIN_HTTP=1``). A certificate problem is one sentence naming the host.
+
 Tokens: ``token`` is a bearer token, a callable returning one (e.g. :class:`ActorLogin`,
 which logs in by signing a challenge and renews the token before it expires), or None
 for public reads only. Appends are sent with the token of the event's signer when
@@ -26,14 +32,17 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import ipaddress
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -109,19 +118,107 @@ def _int(value: object, what: str) -> int:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """How this client trusts the server and proves its own agency (mutual TLS)."""
+
+    #: CA certificates (PEM) the server's certificate must chain to; None: system store.
+    ca: Path | None = None
+    #: Client certificate chain and key (PEM), presented when the server asks.
+    cert: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise e.InvalidInput(f"cannot read the CA file {self.ca}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert is not None:
+            try:
+                ctx.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise e.InvalidInput(f"cannot use the client certificate {self.cert}: "
+                                     f"{getattr(exc, 'strerror', None) or exc}") from None
+        return ctx
+
+    @classmethod
+    def from_config(cls, home_path: Path, conf: object) -> ClientTls | None:
+        """The ``tls`` member of a home's config (paths relative to the home)."""
+        if not isinstance(conf, dict):
+            return None
+
+        def path(name: str) -> Path | None:
+            value = conf.get(name)
+            return home_path / str(value) if value else None
+
+        return cls(path("ca"), path("cert"), path("key"))
+
+
+def _loopback(host: str) -> bool:
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(base_url: str, tls: ClientTls | None) -> str:
+    """The server's host, after refusing what would cross a network in clear text."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise e.InvalidInput(f"{base_url!r} is not a server URL (https://host:port)")
+    if parts.scheme == "http":
+        if tls is not None and (tls.ca or tls.cert):
+            raise e.InvalidInput(f"a CA or client certificate is configured but {base_url} "
+                                 "is plain HTTP; use https://")
+        if not _loopback(host) and os.environ.get("CUSTODY_ALLOW_PLAIN_HTTP") != "1":
+            raise e.InvalidInput(f"refusing plain HTTP to {host}: tokens and evidence would "
+                                 "cross the network in clear; use https:// (or set "
+                                 "CUSTODY_ALLOW_PLAIN_HTTP=1 on a network you control)")
+    return host
+
+
+def _tls_failure(host: str, exc: BaseException) -> e.LedgerError | None:
+    """One sentence for a certificate or handshake failure found in ``exc``'s chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            reason = seen.verify_message or seen.reason or str(seen)
+            return e.VerificationError(f"the TLS certificate of {host} is not trusted: "
+                                       f"{reason}")
+        if isinstance(seen, ssl.SSLError):
+            return e.UpstreamError(f"the TLS handshake with {host} failed: "
+                                   f"{seen.reason or seen}")
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return e.VerificationError(f"the TLS certificate of {host} is not trusted: {text}")
+    return None
+
+
 class RemoteStore:
     """The ledger behind an API server, as a LedgerStore."""
 
     def __init__(self, base_url: str, *, token: TokenSource = None, timeout: float = 30.0,
                  signer_tokens: Callable[[str], str] | None = None,
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, tls: ClientTls | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.tls = tls
         self._token = token
         self._signer_tokens = signer_tokens
         self._owns_client = client is None
+        self.host = check_transport(self.base_url, tls) if client is None else \
+            (urlsplit(self.base_url).hostname or self.base_url)
+        verify: ssl.SSLContext | bool = True
+        if client is None and self.base_url.startswith("https://"):
+            verify = (tls or ClientTls()).context()
         self._client = client or httpx.Client(
-            base_url=self.base_url, timeout=timeout,
+            base_url=self.base_url, timeout=timeout, verify=verify,
             headers={"User-Agent": "custody-ledger-remote/1"})
 
     @classmethod
@@ -130,14 +227,15 @@ class RemoteStore:
         as whoever signed the event, logging in with the home's local keys."""
         logins: dict[str, ActorLogin] = {}
         lock = threading.Lock()
+        tls = ClientTls.from_config(home.path, home.config.get("tls"))
 
         def token_of(actor: str | None) -> str:
             key = home.actor(actor)
             with lock:
-                login_ = logins.setdefault(key.actor_id, ActorLogin(server, key))
+                login_ = logins.setdefault(key.actor_id, ActorLogin(server, key, tls=tls))
             return login_()
 
-        return cls(server, token=lambda: token_of(actor_id), signer_tokens=token_of)
+        return cls(server, token=lambda: token_of(actor_id), signer_tokens=token_of, tls=tls)
 
     # ---- HTTP plumbing -------------------------------------------------------------
 
@@ -155,6 +253,9 @@ class RemoteStore:
         except httpx.TimeoutException as exc:
             raise e.UpstreamError(f"the ledger server at {self.base_url} timed out") from exc
         except httpx.HTTPError as exc:
+            tls_error = _tls_failure(self.host, exc)
+            if tls_error is not None:
+                raise tls_error from exc
             raise e.UpstreamError(f"cannot reach the ledger server at {self.base_url}: "
                                   f"{exc}") from exc
         if resp.status_code >= 400:
@@ -498,7 +599,8 @@ class RemoteStore:
         except httpx.TimeoutException as exc:
             raise e.UpstreamError(f"the ledger server at {self.base_url} timed out") from exc
         except httpx.HTTPError as exc:
-            raise e.UpstreamError(f"the download from {self.base_url} failed: {exc}") from exc
+            raise (_tls_failure(self.host, exc) or e.UpstreamError(
+                f"the download from {self.base_url} failed: {exc}")) from exc
 
     def _transfer_timeout(self, size: int) -> dict[str, Any]:
         """Connect and write as usual; the answer may wait for the server to hash the
@@ -636,9 +738,10 @@ def _entry(data: object) -> StoredEntry:
 # ---- login -----------------------------------------------------------------------------
 
 def login(base_url: str, actor_key: ActorKey, *, timeout: float = 30.0,
-          client: httpx.Client | None = None) -> tuple[str, int]:
+          client: httpx.Client | None = None,
+          tls: ClientTls | None = None) -> tuple[str, int]:
     """Log in by signing a server challenge; return ``(token, expires_at_ms)``."""
-    store = RemoteStore(base_url, timeout=timeout, client=client)
+    store = RemoteStore(base_url, timeout=timeout, client=client, tls=tls)
     try:
         ch = store._json("POST", "/v1/auth/challenge", json={"actor": actor_key.actor_id})
         challenge = str(ch["challenge"])
@@ -655,8 +758,9 @@ class ActorLogin:
     """A token source for one actor: logs in on first use and again before expiry."""
 
     def __init__(self, base_url: str, actor_key: ActorKey, *, margin_s: float = 30.0,
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, tls: ClientTls | None = None) -> None:
         self.base_url = base_url
+        self.tls = tls
         self.actor_key = actor_key
         self.margin_ms = int(margin_s * 1000)
         self.client = client
@@ -668,5 +772,5 @@ class ActorLogin:
         with self._lock:
             if self._token is None or time.time() * 1000 > self._expires - self.margin_ms:
                 self._token, self._expires = login(self.base_url, self.actor_key,
-                                                   client=self.client)
+                                                   client=self.client, tls=self.tls)
             return self._token

@@ -35,7 +35,7 @@ STRONG = ("sha256", "sha512", "blake3")
 KINDS = ("ledger.genesis", "org.register", "actor.enrol", "actor.revoke", "case.open",
          "case.add-member", "legal-basis.record", "artefact.register", "custody.dispatch",
          "custody.receipt", "access.record", "verification.record", "org.key",
-         "org.key.revoke")
+         "org.key.revoke", "auth.denied")
 ART_KINDS = ("custody.dispatch", "custody.receipt", "access.record", "verification.record")
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")

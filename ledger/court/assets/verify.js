@@ -43,7 +43,8 @@
 
   const KINDS = ['ledger.genesis', 'org.register', 'actor.enrol', 'actor.revoke', 'case.open',
     'case.add-member', 'legal-basis.record', 'artefact.register', 'custody.dispatch',
-    'custody.receipt', 'access.record', 'verification.record', 'org.key', 'org.key.revoke'];
+    'custody.receipt', 'access.record', 'verification.record', 'org.key', 'org.key.revoke',
+    'auth.denied'];
   const ART_KINDS = ['custody.dispatch', 'custody.receipt', 'access.record',
     'verification.record'];
   const STRONG = ['sha256', 'sha512', 'blake3'];
@@ -724,6 +725,9 @@
     'actor.revoke': model({ actor: V.id }, { reason: V.text }),
     'org.key': model({ org: V.id, recipient: V.age }, {}),
     'org.key.revoke': model({ org: V.id, key_id: V.keyId }, { reason: V.text }),
+    'auth.denied': model({ actor: V.id, reason: V.text }, { certificate_org: strLen(0, 256),
+      certificate_subject: strLen(0, 512), certificate_sha256: V.nullable(V.hex64),
+      address: V.str100 }),
     'case.open': model({ id: V.id }, { title: V.text }),
     'case.add-member': model({ case: V.id, org: V.id }, {}),
     'legal-basis.record': model({ id: V.id, instrument: V.oneOf(...INSTRUMENTS),
