@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="use small sizes; finishes in seconds (smoke test)."
     )
     parser.add_argument(
+        "--entries", type=int, metavar="N",
+        help="scale: entries in the synthetic log (default 10,000,000; 20,000 with --quick).",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help=f"also write the JSON document to this file (results usually go in {RESULTS_DIR}).",
@@ -39,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(names)}")
 
+    if args.entries is not None:
+        if args.entries < 1_000:
+            parser.error("--entries must be at least 1000")
+        os.environ["BENCH_SCALE_ENTRIES"] = str(args.entries)  # read by bench/scale.py
     doc = run_all(selected, args.quick, lambda msg: print(msg, file=sys.stderr, flush=True))
     text = json.dumps(doc, indent=2, sort_keys=False)
     print(text)

@@ -1,15 +1,24 @@
-"""Durable append, group commit and proof latency of the SQL store (SQLite), with references.
+"""Durable append, group commit and proof latency of the SQL store, with references.
 
-Figures (every one next to a reference measured moments before in the same run):
+Figures (every one next to a reference measured in the same run, on the same disk):
 
 * ``single``: durable single-event ``SqlStore.append`` on SQLite (WAL, synchronous=FULL),
   events pre-signed so only the store path is timed; rate, p50/p99 latency, and the
-  ratio to ``refs.fsync_loop`` (target >= 0.50, p99 <= 2 ms).
+  ratio to a raw durable SQLite commit of one row (``refs.sqlite_raw_durable_commit``,
+  measured just before and just after; the mean is the reference). Target >= 0.50,
+  p99 <= 2 ms. The 4 KiB write+fsync loop is reported too.
 * ``group``: ``append_many`` in batches of 500 versus raw batched ``sqlite3`` inserts
-  (``refs.sqlite_raw_durable_commit``'s batched figure). Target >= 10k events/s.
+  (the same reference's batched figure). Target >= 10k events/s.
+* ``pages``: the WAL pages one durable single append writes, by table, and a raw
+  durable SQLite commit writing as many pages (one row into each of that many tables)
+  in the same run: the floor of a commit of that size.
+* ``postgresql``: the same two figures on PostgreSQL, next to a raw psycopg commit of
+  one row (and 1,000-row batches) in a table of the same database, when
+  ``BENCH_PG_URL`` names a PostgreSQL admin URL (e.g. ``CUSTODY_TEST_PG_URL`` of
+  ``.ci/postgres.sh``); a throwaway database is created and dropped.
 * ``proofs``: ``inclusion_proof`` / ``consistency_proof`` p50/p99 at 1M entries (quick:
   20k), on a log built directly (synthetic leaves, nodes from ``merkle.Frontier``,
-  ``executemany`` in big transactions). Target p50 <= 1 ms.
+  ``executemany`` in big transactions). Target p50 <= 1 ms. (At 10M: ``bench scale``.)
 
 Standalone: ``python -m bench append [--quick]``.
 """
@@ -35,7 +44,7 @@ from ledger.service import ActorKey, Custody
 from ledger.store.sql import SqlStore, make_engine, migrate
 
 ORIGIN = "bench.example/custody"
-TARGET_SINGLE_VS_FSYNC = 0.50
+TARGET_SINGLE_VS_RAW = 0.50
 TARGET_P99_MS = 2.0
 TARGET_GROUP_RATE = 10_000
 TARGET_PROOF_P50_MS = 1.0
@@ -60,9 +69,12 @@ def _clock() -> int:
 
 
 def _ledger(directory: Path, name: str) -> tuple[SqlStore, Custody, ActorKey]:
+    return _ledger_at(f"sqlite:///{directory / name}")
+
+
+def _ledger_at(url: str) -> tuple[SqlStore, Custody, ActorKey]:
     log = NoteSigner(ORIGIN, os.urandom(32))
-    store = SqlStore.open(f"sqlite:///{directory / name}", signer=log, clock=_clock,
-                          create=True)
+    store = SqlStore.open(url, signer=log, clock=_clock, create=True)
     svc = Custody(store, origin=ORIGIN, clock=_clock, random=os.urandom)
     admin = ActorKey("admin", _sodium.Signer(os.urandom(32)))
     svc.genesis(admin, org_id="bka", org_name="BKA", jurisdiction="DE", actor_name="A",
@@ -84,8 +96,8 @@ def _events(svc: Custody, admin: ActorKey, n: int) -> list[ev.SignedEvent]:
     return [svc.event(ev.ACCESS, admin, payload) for _ in range(n)]
 
 
-def single(directory: Path, n: int) -> dict[str, Any]:
-    store, svc, admin = _ledger(directory, "single.db")
+def single(url: str, n: int) -> dict[str, Any]:
+    store, svc, admin = _ledger_at(url)
     try:
         events = _events(svc, admin, n)
         for e in events[:20]:  # warm-up: caches, frontier, statement compilation
@@ -103,11 +115,11 @@ def single(directory: Path, n: int) -> dict[str, Any]:
             "p50_ms": _ms(statistics.median(latencies)), "p99_ms": _ms(_pct(latencies, 0.99)),
             "n": len(latencies),
             "method": "SqlStore.append of pre-signed access events, one transaction and one "
-            "signed checkpoint each, SQLite WAL synchronous=FULL"}
+            "signed checkpoint each (SQLite: WAL, synchronous=FULL)"}
 
 
-def group(directory: Path, batches: int) -> dict[str, Any]:
-    store, svc, admin = _ledger(directory, "group.db")
+def group(url: str, batches: int) -> dict[str, Any]:
+    store, svc, admin = _ledger_at(url)
     try:
         prepared = [_events(svc, admin, BATCH) for _ in range(batches + 1)]
         store.append_many(prepared[0])  # warm-up
@@ -124,7 +136,8 @@ def group(directory: Path, batches: int) -> dict[str, Any]:
     return {"value": batches * BATCH / elapsed, "unit": "events/s",
             "batch_p50_ms": _ms(statistics.median(latencies)), "batches": batches,
             "method": f"SqlStore.append_many of {BATCH} pre-signed events per transaction "
-            "(rules, Merkle nodes, refs, state, one checkpoint), SQLite WAL synchronous=FULL"}
+            "(signatures checked ahead in worker processes, rules, Merkle nodes, refs, "
+            "state, state map, one checkpoint; SQLite: WAL, synchronous=FULL)"}
 
 
 def build_big_log(path: Path, size: int) -> bytes:
@@ -199,36 +212,218 @@ def proofs(directory: Path, size: int, samples: int, budget_s: float = 60.0) -> 
     }
 
 
+def wal_pages(directory: Path, warm: int = 2000, n: int = 50) -> dict[str, Any]:
+    """Where a durable single append's commit goes: the WAL frames (B-tree pages) one
+    append writes, by table, after ``warm`` appends (measured with the WAL not
+    checkpointed in between: the frames of ``n`` appends, mapped to tables by
+    ``dbstat``)."""
+    import struct
+    from collections import Counter
+
+    path = directory / "pages.db"
+    store, svc, admin = _ledger_at(f"sqlite:///{path}")
+    try:
+        events = _events(svc, admin, warm + n)
+        store.append_many(events[:warm // 2])
+        for e in events[warm // 2:warm]:
+            store.append(e)
+        if store._wal is not None:
+            store._wal.close()
+            store._wal = None
+        store.engine.dispose()
+        sa_event_listen(store.engine)  # writers from now on: no automatic checkpoint
+        raw = sqlite3.connect(path)
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw.close()
+        for e in events[warm:]:
+            store.append(e)
+        wal = (directory / "pages.db-wal").read_bytes()
+    finally:
+        store.close()
+    size = struct.unpack(">I", wal[8:12])[0]
+    pages = [struct.unpack(">I", wal[at:at + 4])[0]
+             for at in range(32, len(wal) - size - 23, size + 24)]
+    conn = sqlite3.connect(path)
+    try:
+        owner = dict(conn.execute("SELECT pageno, name FROM dbstat"))
+    finally:
+        conn.close()
+    by_table = Counter(owner.get(p, "(new page)") for p in pages)
+    return {"pages_per_append": round(len(pages) / n, 1),
+            "by_table": {k: round(v / n, 2) for k, v in by_table.most_common()},
+            "method": f"WAL frames of {n} single appends after {warm} (no checkpoint in "
+            "between), each frame's page mapped to its table or index by dbstat"}
+
+
+def sa_event_listen(engine: Any) -> None:
+    """Writers on ``engine`` no longer run SQLite's automatic checkpoint."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _off(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def sqlite_commit_of_pages(directory: Path, pages: int, n: int) -> dict[str, Any]:
+    """A raw durable SQLite commit that writes ``pages`` B-tree pages (one 300-byte row
+    into each of ``pages`` tables), as the floor for a commit of that many pages."""
+    path = directory / f"pages-{pages}.db"
+    payload = os.urandom(300)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        for i in range(pages):
+            conn.execute(f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, body BLOB)")
+        inserts = [f"INSERT INTO t{i} (body) VALUES (?)" for i in range(pages)]  # noqa: S608
+        start = time.perf_counter()
+        for _ in range(n):
+            conn.execute("BEGIN")
+            for sql in inserts:
+                conn.execute(sql, (payload,))
+            conn.execute("COMMIT")
+        rate = n / (time.perf_counter() - start)
+    finally:
+        conn.close()
+    return {"value": rate, "unit": "commits/s", "pages": pages,
+            "method": f"raw sqlite3, WAL, synchronous=FULL, one row into each of {pages} "
+            f"tables per transaction, {n} transactions"}
+
+
+def pg_raw_durable_commit(url: str, n: int) -> dict[str, Any]:
+    """Raw psycopg on the same server and database: one 300-byte row per committed
+    transaction (``synchronous_commit`` as the server has it), then 1,000-row batches."""
+    import psycopg
+
+    payload = os.urandom(300)
+    with psycopg.connect(url) as conn:
+        settings = {k: conn.execute(f"SHOW {k}").fetchone()[0]  # type: ignore[index]
+                    for k in ("fsync", "synchronous_commit", "wal_sync_method")}
+        conn.execute("CREATE TABLE bench_ref (id bigserial PRIMARY KEY, body bytea NOT NULL)")
+        conn.commit()
+        latencies: list[float] = []
+        start = time.perf_counter()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.execute("INSERT INTO bench_ref (body) VALUES (%s)", (payload,))
+            conn.commit()
+            latencies.append(time.perf_counter() - t0)
+        single_rate = n / (time.perf_counter() - start)
+        batch, batches = 1000, max(5, n // 100)
+        rows = [(payload,)] * batch
+        start = time.perf_counter()
+        for _ in range(batches):
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO bench_ref (body) VALUES (%s)", rows)
+            conn.commit()
+        batched = batch * batches / (time.perf_counter() - start)
+    return {"value": single_rate, "unit": "commits/s",
+            "p50_ms": _ms(statistics.median(latencies)), "p99_ms": _ms(_pct(latencies, 0.99)),
+            "n": n, "server": settings,
+            "method": "raw psycopg, one 300-byte row per committed transaction, "
+            f"{n} transactions, same server and database as the ledger",
+            "batched": {"value": batched, "unit": "rows/s",
+                        "method": f"same table, {batch} rows per transaction (executemany), "
+                        f"{batches} transactions"}}
+
+
+def postgres(admin_url: str, n_single: int, batches: int) -> dict[str, Any]:
+    """Single append and group commit on PostgreSQL beside the raw references, in a
+    throwaway database of the server at ``admin_url``."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    sa_url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = sa.create_engine(sa_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    made = []
+
+    def database() -> str:
+        name = "custody_bench_" + uuid.uuid4().hex[:12]
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+    try:
+        _log("bench append: PostgreSQL raw reference ...")
+        raw = pg_raw_durable_commit(database(), n_single)
+        _log("bench append: PostgreSQL single durable appends ...")
+        one = single(database(), n_single)
+        _log("bench append: PostgreSQL group commit ...")
+        grp = group(database(), batches)
+        raw_after = pg_raw_durable_commit(database(), n_single)
+    finally:
+        with admin.connect() as conn:
+            for name in made:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+    ref = (raw["value"] + raw_after["value"]) / 2
+    return {
+        "single_vs_raw_commit": round(one["value"] / ref, 3),
+        "single_p99_ms": one["p99_ms"],
+        "group_events_per_s": round(grp["value"]),
+        "group_vs_raw_batched": round(grp["value"] / raw["batched"]["value"], 3),
+        "single": one, "group": grp,
+        "references": {"raw_commit_before": raw, "raw_commit_after": raw_after,
+                       "raw_commit_mean": round(ref, 1)},
+    }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def run(quick: bool) -> dict[str, Any]:
     n_single = 300 if quick else 3000
     batches = 2 if quick else 20
     big = 20_000 if quick else 1_000_000
     samples = 300 if quick else 2000
+    load_before = _loadavg()
     with tempfile.TemporaryDirectory(prefix="bench-append-",
                                      dir=os.environ.get("BENCH_TMPDIR")) as tmp:
         d = Path(tmp)
-        _log("bench append: fsync-loop reference ...")
+        _log("bench append: fsync-loop and raw sqlite references ...")
         fsync = refs.fsync_loop(d, n_single)
-        _log("bench append: single durable appends ...")
-        one = single(d, n_single)
-        _log("bench append: raw sqlite reference ...")
         raw = refs.sqlite_raw_durable_commit(d, n_single)
+        _log("bench append: single durable appends ...")
+        one = single(f"sqlite:///{d / 'single.db'}", n_single)
+        raw_after = refs.sqlite_raw_durable_commit(d, n_single)
+        _log("bench append: pages per append ...")
+        pages = wal_pages(d, warm=300 if quick else 2000)
+        floor = sqlite_commit_of_pages(d, round(pages["pages_per_append"]), n_single)
         _log("bench append: group commit ...")
-        grp = group(d, batches)
+        grp = group(f"sqlite:///{d / 'group.db'}", batches)
+        pg_url = os.environ.get("BENCH_PG_URL")
+        pg: dict[str, Any] | str = postgres(pg_url, n_single, batches) if pg_url else \
+            "not measured: set BENCH_PG_URL to a PostgreSQL admin URL"
         _log("bench append: proofs ...")
         prf = proofs(d, big, samples)
+    ref = (raw["value"] + raw_after["value"]) / 2
+    batched = (raw["batched"]["value"] + raw_after["batched"]["value"]) / 2
     return {
-        "single_vs_fsync": round(one["value"] / fsync["value"], 3),
+        "single_vs_raw_commit": round(one["value"] / ref, 3),
         "single_p99_ms": one["p99_ms"],
-        "group_vs_raw_batched": round(grp["value"] / raw["batched"]["value"], 3),
+        "single_vs_fsync": round(one["value"] / fsync["value"], 3),
+        "pages_per_append": pages["pages_per_append"],
+        "raw_commit_of_as_many_pages_vs_raw_commit": round(floor["value"] / ref, 3),
         "group_events_per_s": round(grp["value"]),
+        "group_vs_raw_batched": round(grp["value"] / batched, 3),
         "inclusion_p50_ms": prf["inclusion"]["p50_ms"],
         "consistency_p50_ms": prf["consistency"]["p50_ms"],
-        "targets": {"single_vs_fsync": TARGET_SINGLE_VS_FSYNC, "single_p99_ms": TARGET_P99_MS,
+        "targets": {"single_vs_raw_commit": TARGET_SINGLE_VS_RAW,
+                    "single_p99_ms": TARGET_P99_MS,
                     "group_events_per_s": TARGET_GROUP_RATE,
                     "proof_p50_ms": TARGET_PROOF_P50_MS},
-        "single": one, "group": grp, "proofs": prf,
-        "references": {"fsync_loop": fsync, "sqlite_raw_durable_commit": raw},
+        "single": one, "group": grp, "pages": pages, "postgresql": pg, "proofs": prf,
+        "references": {"fsync_loop": fsync, "sqlite_raw_durable_commit": raw,
+                       "sqlite_raw_durable_commit_after": raw_after,
+                       "sqlite_raw_commit_mean": round(ref, 1),
+                       "sqlite_raw_commit_of_as_many_pages": floor},
+        "loadavg": [load_before, _loadavg()],
     }
 
 

@@ -6,9 +6,24 @@ leaf hashes, canonical parsing, signatures and custody rules replayed, checkpoin
 consistency proofs, stored nodes, state). Each audited entry costs at least one Ed25519
 verification, so the physical reference is PyNaCl's verify rate on the same machine:
 
-* ``audit_entries_per_s``: entries audited per second (one core).
-* ``audit_vs_verify``: that rate / ``bench.refs.pynacl_verify_rate`` (1.0 would mean
-  the audit costs no more than the signature check alone).
+* ``audit_entries_per_s``: entries audited per second, with one worker process per core
+  (``audit_store(workers=cores)``: leaf parsing and signatures in the workers).
+* ``audit_vs_verify_x_cores``: that rate / (``bench.refs.pynacl_verify_rate`` × cores),
+  the target ratio: 1.0 would mean the audit costs no more than its signature checks
+  spread over every core.
+* ``audit_vs_verify``: the rate / one core's verify rate (the figure of earlier runs).
+* ``audit_one_process_entries_per_s``: the same audit with ``workers=0`` (everything in
+  one process), measured in the same run.
+* ``references.parallel_verify``: raw triples through ``ledger.parallel_verify`` over
+  every core: what the machine gives for signatures alone.
+* ``loadavg``: the 1-minute load average before and after the audits (other work on a
+  shared machine moves the figures; compare ratios from quiet runs), and
+  ``default_workers``: what ``audit_store`` would pick by default at that load (workers
+  only when at least half a core is idle).
+
+With ``BENCH_PG_URL`` set to a PostgreSQL admin URL (e.g. ``CUSTODY_TEST_PG_URL`` of
+``.ci/postgres.sh``), the same ledger is also built in a throwaway database there and
+audited (``postgresql`` in the result; the database is dropped afterwards).
 
 Standalone: ``python -m bench audit [--quick]``.
 """
@@ -29,6 +44,7 @@ from bench import refs
 from ledger import _sodium
 from ledger import events as ev
 from ledger.note import NoteSigner
+from ledger.parallel_verify import VerifyPool, available_cores, idle_cores
 from ledger.store.audit_sql import audit_store
 from ledger.store.sql import SqlStore
 
@@ -58,14 +74,15 @@ def _signed(rng: random.Random, clock: _Clock, kind: str, actor: str, key: _sodi
     return ev.sign_event(body, key)
 
 
-def build(directory: Path, n: int) -> SqlStore:
+def build(directory: Path, n: int, url: str | None = None) -> SqlStore:
     """A ledger of ``n`` events: set-up, then artefact registrations, domestic
-    dispatch/receipt pairs and accesses in a repeating mix."""
+    dispatch/receipt pairs and accesses in a repeating mix (in SQLite under
+    ``directory``, or at the database ``url``)."""
     rng = random.Random(1)
     clock = _Clock()
     log_key = NoteSigner(ORIGIN, rng.randbytes(32))
-    store = SqlStore.open(f"sqlite:///{directory / 'bench.db'}", signer=log_key, clock=clock,
-                          create=True)
+    store = SqlStore.open(url or f"sqlite:///{directory / 'bench.db'}", signer=log_key,
+                          clock=clock, create=True)
     admin, cust = _sodium.Signer(rng.randbytes(32)), _sodium.Signer(rng.randbytes(32))
     b64 = lambda k: base64.b64encode(k.public_key).decode()  # noqa: E731
     setup = [
@@ -113,8 +130,95 @@ def build(directory: Path, n: int) -> SqlStore:
     return store
 
 
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return -1.0
+
+
+def parallel_verify_rate(n: int) -> dict[str, Any]:
+    """Raw ``(key, 500-byte message, signature)`` triples through
+    :class:`ledger.parallel_verify.VerifyPool` (one worker per core), workers started."""
+    rng = random.Random(2)
+    key = _sodium.Signer(rng.randbytes(32))
+    triples = []
+    for _ in range(n):
+        msg = rng.randbytes(500)
+        triples.append((key.public_key, msg, key.sign(msg)))
+    with VerifyPool(start_after=0) as pool:
+        pool.start()
+        pool.wait_ready()
+        pool.verify(triples[:200])
+        start = time.perf_counter()
+        bad = pool.verify(triples)
+        elapsed = time.perf_counter() - start
+    if bad:
+        raise RuntimeError("the parallel verify reference refused a valid signature")
+    return {"value": n / elapsed, "unit": "verifications/s", "n": n, "workers": pool.workers,
+            "method": "ledger.parallel_verify.VerifyPool.verify of n 500-byte messages, "
+            "one worker process per core"}
+
+
+def _audit(store: SqlStore, workers: int | None) -> tuple[float, int]:
+    start = time.perf_counter()
+    report = audit_store(store, workers=workers)
+    elapsed = time.perf_counter() - start
+    if not report.ok:
+        raise RuntimeError(f"bench ledger did not audit clean: {report.detail}")
+    return elapsed, report.entries_checked
+
+
+def _measure(store: SqlStore, verify: float, cores: int) -> dict[str, Any]:
+    load_before = _loadavg()
+    idle = idle_cores()
+    audit_s, entries = _audit(store, cores)
+    one_s, _ = _audit(store, 0)
+    rate = entries / audit_s
+    return {
+        "entries": entries,
+        "checkpoints": sum(1 for _ in store.checkpoints()),
+        "audit_s": round(audit_s, 3),
+        "audit_entries_per_s": round(rate, 1),
+        "audit_vs_verify_x_cores": round(rate / (verify * cores), 3),
+        "audit_vs_verify": round(rate / verify, 3),
+        "audit_one_process_s": round(one_s, 3),
+        "audit_one_process_entries_per_s": round(entries / one_s, 1),
+        "loadavg": [load_before, _loadavg()],
+        "default_workers": f"{cores} (idle cores {idle:.1f})" if idle >= 0.5 else
+        f"0: one process (idle cores {idle:.1f})",
+    }
+
+
+def _postgres(admin_url: str, n: int, verify: float, cores: int) -> dict[str, Any]:
+    import uuid
+
+    import sqlalchemy as sa
+
+    sa_url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    name = "custody_bench_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(sa_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        start = time.perf_counter()
+        store = build(Path("."), n, url)
+        build_s = time.perf_counter() - start
+        try:
+            out = _measure(store, verify, cores)
+        finally:
+            store.close()
+        return {"build_s": round(build_s, 2), **out}
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def run(quick: bool) -> dict[str, Any]:
     n = 2_000 if quick else 50_000
+    cores = available_cores()
     with tempfile.TemporaryDirectory(prefix="bench-audit-",
                                      dir=os.environ.get("BENCH_TMPDIR")) as d:
         start = time.perf_counter()
@@ -122,26 +226,25 @@ def run(quick: bool) -> dict[str, Any]:
         build_s = time.perf_counter() - start
         try:
             verify = refs.pynacl_verify_rate(2_000 if quick else 20_000)
-            start = time.perf_counter()
-            report = audit_store(store)
-            audit_s = time.perf_counter() - start
+            parallel = parallel_verify_rate(2_000 if quick else 20_000)
+            sqlite = _measure(store, verify["value"], cores)
             db_bytes = sum(p.stat().st_size for p in Path(d).iterdir())
-            checkpoints = sum(1 for _ in store.checkpoints())
         finally:
             store.close()
-    if not report.ok:
-        raise RuntimeError(f"bench ledger did not audit clean: {report.detail}")
-    rate = report.entries_checked / audit_s
+    pg_url = os.environ.get("BENCH_PG_URL")
     return {
-        "entries": report.entries_checked,
-        "checkpoints": checkpoints,
+        **{k: v for k, v in sqlite.items()},
         "build_s": round(build_s, 2),
         "build_entries_per_s": round(n / build_s, 1),
-        "audit_s": round(audit_s, 3),
-        "audit_entries_per_s": round(rate, 1),
-        "audit_vs_verify": round(rate / verify["value"], 3),
         "db_bytes": db_bytes,
-        "references": {"pynacl_verify": verify},
+        "cores": cores,
+        "references": {"pynacl_verify": verify, "parallel_verify": parallel,
+                       "pynacl_verify_x_cores": round(verify["value"] * cores, 1),
+                       "parallel_vs_verify_x_cores":
+                           round(parallel["value"] / (verify["value"] * cores), 3)},
+        "postgresql": _postgres(pg_url, n, verify["value"], cores) if pg_url else
+        "not measured: set BENCH_PG_URL to a PostgreSQL admin URL",
         "method": "ledger.store.audit_sql.audit_store over a SQLite ledger built with "
-        f"SqlStore.append_many in batches of {BATCH}, one core, all audit steps on",
+        f"SqlStore.append_many in batches of {BATCH}, all audit steps on; signatures in one "
+        "worker process per core (and, for the one-process figure, workers=0)",
     }

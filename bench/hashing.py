@@ -14,6 +14,7 @@ Standalone: ``python -m bench.hashing [--size-mib N] [--runs N] [--quick]``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -63,6 +64,15 @@ def _timed(fn: Callable[[], object], size: int) -> float:
     return size / (time.perf_counter() - start)
 
 
+def blake3_available() -> bool:
+    """Whether the optional ``blake3`` extra is installed (``custody-ledger[blake3]``)."""
+    try:
+        importlib.import_module("blake3")
+    except ImportError:
+        return False
+    return True
+
+
 def _paired(numerators: list[float], denominators: list[float]) -> float:
     """Median of the per-run ratios: less sensitive to the machine drifting between runs."""
     return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
@@ -70,6 +80,10 @@ def _paired(numerators: list[float], denominators: list[float]) -> float:
 
 def measure(size_mib: int = 1024, runs: int = 3, openssl_seconds: int = 2) -> dict[str, Any]:
     runs = max(3, runs)
+    with_blake3 = blake3_available()
+    if not with_blake3:
+        _log("hashing: the 'blake3' extra is not installed: the SHA-256 + SHA-512 + BLAKE3 "
+             "figure is skipped (pip install 'custody-ledger[blake3]' to measure it)")
     tmp_root = os.environ.get("BENCH_TMPDIR")
     with tempfile.TemporaryDirectory(prefix="bench-hashing-", dir=tmp_root) as d:
         path = make_file(Path(d), size_mib)
@@ -87,14 +101,15 @@ def measure(size_mib: int = 1024, runs: int = 3, openssl_seconds: int = 2) -> di
             samples["sha512"].append(refs.hashlib_sha512_stream(path)["value"])
             samples["dual"].append(_timed(lambda: hash_file(path), size))
             samples["sha256"].append(refs.hashlib_sha256_stream(path)["value"])
-            samples["triple"].append(_timed(lambda: hash_file(path, blake3=True), size))
+            if with_blake3:
+                samples["triple"].append(_timed(lambda: hash_file(path, blake3=True), size))
             # openssl inside the loop too, so both sides of the ratio see the same moment.
             ossl256 = refs.openssl_sha256(openssl_seconds)
             samples["openssl_sha256"].append(ossl256["value"])
-            figures = ", ".join(f"{k} {v[-1] / GIB:.2f} GiB/s" for k, v in samples.items())
+            figures = ", ".join(f"{k} {v[-1] / GIB:.2f} GiB/s" for k, v in samples.items() if v)
             _log(f"hashing: run {i + 1}/{runs}: {figures}")
     ossl512 = refs.openssl_sha512(openssl_seconds)
-    med = {k: statistics.median(v) for k, v in samples.items()}
+    med = {k: statistics.median(v) for k, v in samples.items() if v}
     sha256_vs_openssl = med["sha256"] / med["openssl_sha256"]
     dual_vs_sha512 = med["dual"] / med["sha512"]
     return {
@@ -102,7 +117,11 @@ def measure(size_mib: int = 1024, runs: int = 3, openssl_seconds: int = 2) -> di
         "runs": runs,
         "unit": "GiB/s (median)",
         "evidence_hash_file_sha256_sha512": round(med["dual"] / GIB, 3),
-        "evidence_hash_file_sha256_sha512_blake3": round(med["triple"] / GIB, 3),
+        "evidence_hash_file_sha256_sha512_blake3": round(med["triple"] / GIB, 3)
+        if with_blake3 else None,
+        "skipped": {} if with_blake3 else {
+            "evidence_hash_file_sha256_sha512_blake3": "the 'blake3' extra is not installed "
+            "(pip install 'custody-ledger[blake3]')"},
         "stream_sha256_alone": round(med["sha256"] / GIB, 3),
         "stream_sha512_alone": round(med["sha512"] / GIB, 3),
         "openssl_sha256": round(med["openssl_sha256"] / GIB, 3),
@@ -120,11 +139,12 @@ def measure(size_mib: int = 1024, runs: int = 3, openssl_seconds: int = 2) -> di
             "sha256_vs_openssl": sha256_vs_openssl >= TARGET_SHA256_VS_OPENSSL,
             "dual_vs_sha512": dual_vs_sha512 >= TARGET_DUAL_VS_SHA512,
         },
-        "samples_gib_s": {k: [round(x / GIB, 3) for x in v] for k, v in samples.items()},
+        "samples_gib_s": {k: [round(x / GIB, 3) for x in v] for k, v in samples.items() if v},
         "references": {"openssl_sha256": ossl256, "openssl_sha512": ossl512},
         "method": "temp file written then read once to warm the page cache; per run, in this "
         "order: SHA-512 alone stream, ledger.evidence.hash_file (SHA-256+SHA-512), SHA-256 "
-        "alone stream, hash_file with BLAKE3, openssl speed sha256; ratios are of medians "
+        "alone stream, hash_file with BLAKE3 (when the extra is installed), openssl speed "
+        "sha256; ratios are of medians "
         "(*_paired: median of per-run ratios); streams use readinto into a 1 MiB memoryview",
     }
 

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
 
 from ledger.errors import CheckpointRefused, NotFound, VerificationError
 from ledger.home import Home, custody, open_store
-from ledger.service import ActorKey, Custody
-from ledger.store.base import AppendResult, LedgerStore
-from ledger.trust import TrustDecision
+
+if TYPE_CHECKING:  # not imported at run time: the store and the service load when used
+    from ledger.service import ActorKey, Custody
+    from ledger.store.base import AppendResult, LedgerStore
+    from ledger.trust import TrustDecision
 
 #: Width used when the output is not a terminal (a pipe or a file): wide enough that no
 #: table cell or line is ever cut or ellipsised.
@@ -207,6 +210,14 @@ def done(ctx: Any, json_: bool, receipt: AppendResult, fields: dict[str, Any],
         if isinstance(exc, CheckpointRefused):
             raise CheckpointRefused(message, exc.kind) from None
         raise VerificationError(message) from None
+    except OSError as exc:  # the append happened; the kept checkpoint could not be saved
+        from ledger.errors import StorageFull, UpstreamError
+
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        raise (StorageFull if full else UpstreamError)(
+            f"log index {receipt.index} was appended, but the checkpoint this client keeps "
+            f"could not be saved ({exc.strerror}{': the disk is full' if full else ''}); "
+            "free some space, then run 'custody log checkpoint'") from None
     if want_json(ctx, json_):
         emit_json({**fields, "log_index": receipt.index, "event_id": receipt.event_id,
                    "ledger_time": receipt.ledger_time, "duplicate": receipt.duplicate})

@@ -14,26 +14,55 @@ try:  # typer >= 0.20 vendors its own click (and does not install the click pack
 except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as _click_exceptions
 
-from cli import context
-from cli.commands import (
-    browse,
-    bundle,
-    cases,
-    custody,
-    demo,
-    export,
-    identity,
-    log,
-    network,
-    packages,
-    report,
-    server,
-    setup,
-    witness,
-)
-from cli.errors import EXIT_CODES_HELP, INVALID, NOT_FOUND, exit_code
+from cli.errors import BACKEND, EXIT_CODES_HELP, INVALID, NOT_FOUND, exit_code
+from cli.help_index import SUMMARIES
+from cli.lazy import Lazy, LazyGroup
+from cli.options import install_help_style
 from ledger.errors import LedgerError
-from ledger.home import Home
+
+#: Every command and group of commands, in the order ``custody --help`` lists them. A
+#: command's module is imported only when the command is run or its help is shown
+#: (:mod:`cli.lazy`), so ``custody status`` does not import the API, the court report or
+#: Fabric, and ``custody --help`` imports no command at all.
+COMMANDS: tuple[Lazy, ...] = (
+    Lazy("init", "cli.commands.setup:init"),
+    Lazy("register", "cli.commands.custody:register"),
+    Lazy("transfer", "cli.commands.custody:transfer"),
+    Lazy("receive", "cli.commands.custody:receive"),
+    Lazy("access", "cli.commands.custody:access"),
+    Lazy("history", "cli.commands.custody:history"),
+    Lazy("verify", "cli.commands.custody:verify"),
+    Lazy("status", "cli.commands.custody:status"),
+    Lazy("audit", "cli.commands.log:audit"),
+    Lazy("backup", "cli.commands.backup:backup"),
+    Lazy("restore", "cli.commands.backup:restore"),
+    Lazy("demo", "cli.commands.demo:demo"),
+    Lazy("serve", "cli.commands.server:serve"),
+    Lazy("join", "cli.commands.server:join"),
+    Lazy("fetch", "cli.commands.packages:fetch"),
+    Lazy("report", "cli.commands.report:report"),
+    Lazy("org", "cli.commands.identity:org_app"),
+    Lazy("actor", "cli.commands.identity:actor_app"),
+    Lazy("case", "cli.commands.cases:case_app"),
+    Lazy("legal-basis", "cli.commands.cases:lb_app"),
+    Lazy("log", "cli.commands.log:app"),
+    Lazy("witness", "cli.commands.witness:app"),
+    Lazy("bundle", "cli.commands.bundle:app"),
+    Lazy("export", "cli.commands.export:app"),
+    Lazy("network", "cli.commands.network:app"),
+    Lazy("package", "cli.commands.packages:package_app"),
+    Lazy("artefact", "cli.commands.browse:artefact_app"),
+    Lazy("transfers", "cli.commands.browse:transfers_app"),
+)
+
+
+class CustodyGroup(LazyGroup):
+    table = COMMANDS
+    summaries = SUMMARIES
+    pretty_exceptions_short = True
+
+
+install_help_style()  # before any help is rendered, the root's included
 
 app = typer.Typer(
     name="custody",
@@ -45,6 +74,7 @@ app = typer.Typer(
     add_completion=False,
     # markdown: docstrings' single line breaks are joined, so help reflows cleanly
     rich_markup_mode="markdown",
+    cls=CustodyGroup,
 )
 
 
@@ -78,40 +108,14 @@ def main(
                                  "'custody network up')", param_hint="--network")
     if backend == "sqlite" and network is not None:
         raise typer.BadParameter("--network is for --backend fabric", param_hint="--network")
+    from cli import context
+    from ledger.home import Home
+
     ctx.obj = context.Ctx(Home.resolve(home), json=json_, server=server,
                           network=None if network is None else network.resolve(),
                           endorsers=None if endorsers is None else
                           [e.strip().upper() for e in endorsers.split(",") if e.strip()])
     ctx.call_on_close(ctx.obj.close)
-
-
-app.command()(setup.init)
-app.command()(custody.register)
-app.command()(custody.transfer)
-app.command()(custody.receive)
-app.command()(custody.access)
-app.command()(custody.history)
-app.command()(custody.verify)
-app.command()(custody.status)
-app.command()(log.audit)
-app.command()(demo.demo)
-app.command()(server.serve)
-app.command()(server.join)
-app.command()(packages.fetch)
-app.command()(report.report)
-app.add_typer(identity.org_app, name="org")
-app.add_typer(identity.actor_app, name="actor")
-app.add_typer(cases.case_app, name="case")
-app.add_typer(cases.lb_app, name="legal-basis")
-app.add_typer(log.app, name="log")
-app.add_typer(witness.app, name="witness")
-app.add_typer(bundle.app, name="bundle")
-app.add_typer(export.app, name="export")
-app.add_typer(network.app, name="network")
-app.add_typer(packages.package_app, name="package")
-app.add_typer(browse.artefact_app, name="artefact")
-app.add_typer(browse.transfers_app, name="transfers")
-cases.case_app.command("show")(browse.case_show)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -134,7 +138,7 @@ def run(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         return _say(missing_module(exc.name), INVALID)
     except OSError as exc:
-        return _say(os_error(exc), INVALID)
+        return _say(os_error(exc), BACKEND if exc.errno in _FULL_DISK else INVALID)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -146,6 +150,8 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _say(message: str, code: int) -> int:
+    from cli import context
+
     context.err_console.print(f"custody: {message}", highlight=False, markup=False,
                               soft_wrap=True)
     return code
@@ -180,6 +186,10 @@ def missing_module(name: str | None) -> str:
             "custody-ledger (pip install 'custody-ledger[api]' for every extra)")
 
 
+#: errnos of a full disk, a full quota, or a file over the size limit (RLIMIT_FSIZE)
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def os_error(exc: OSError) -> str:
     """One sentence for a file-system failure (read-only home, not a directory, ...)."""
     where = exc.filename if exc.filename is not None else "a file"
@@ -187,6 +197,10 @@ def os_error(exc: OSError) -> str:
         return f"cannot write {where}: the file system is read-only (a read-only custody home?)"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {where} (a read-only custody home, or another user's?)"
+    if exc.errno in _FULL_DISK:
+        where = exc.filename if exc.filename is not None else "the custody home"
+        return (f"cannot write {where}: the disk is full ({exc.strerror}); free some "
+                "space and retry")
     if exc.errno == errno.ENOTDIR:
         return f"{where} is not a directory: a path in it is a file"
     return f"{where}: {exc.strerror or exc}"

@@ -20,13 +20,14 @@ The log's own signature is always checked as well (with the pinned log key). Use
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ledger.errors import InvalidInput
-from ledger.note import ALG_COSIGNATURE_V1, parse_verifier_key
-from ledger.witness import Witnessed, verify_witnessed
+
+if TYPE_CHECKING:  # imported where used (they bring libsodium): --help stays light
+    from ledger.witness import Witnessed
 
 Witnesses = Annotated[list[str] | None, typer.Option(
     "--witness", metavar="KEY",
@@ -51,6 +52,8 @@ def witness_policy(witnesses: list[str] | None, quorum: int | None) -> WitnessPo
 
     Refuses (InvalidInput, exit 2): a quorum without witnesses, a quorum larger than the
     number of witnesses, a key that is not a type 0x04 verifier key, a key given twice."""
+    from ledger.note import ALG_COSIGNATURE_V1, parse_verifier_key
+
     keys = list(witnesses or [])
     if not keys:
         if quorum is not None:
@@ -73,4 +76,6 @@ def witness_policy(witnesses: list[str] | None, quorum: int | None) -> WitnessPo
 def check_witnessed(note: str, log_key: str, policy: WitnessPolicy) -> Witnessed:
     """Verify the log's signature and the policy's quorum of cosignatures on ``note``;
     raise VerificationError (exit 1) otherwise."""
+    from ledger.witness import verify_witnessed
+
     return verify_witnessed(note, log_key, list(policy.keys), policy.quorum)

@@ -7,6 +7,10 @@ for misuse (RFC 8032, strict verification) and one place to swap the library.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import nacl.exceptions
 import nacl.signing
 
@@ -49,12 +53,32 @@ class Signer:
         return f"Signer(public_key={self.public_key.hex()[:16]}…)"
 
 
-def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
-    """Verify an Ed25519 signature; raise :class:`InvalidSignature` on any failure.
+#: A check made elsewhere: ``(public key, message, signature) -> True | False``, or
+#: ``None`` when it holds no result for exactly that triple. See :func:`known_results`.
+KnownResult = Callable[[bytes, bytes, bytes], bool | None]
+_KNOWN: ContextVar[KnownResult | None] = ContextVar("ledger_sodium_known", default=None)
 
-    libsodium's ``crypto_sign_verify_detached`` rejects non-canonical S, small-order
-    public keys and small-order R, so signature malleability is refused here.
+
+@contextmanager
+def known_results(lookup: KnownResult) -> Iterator[None]:
+    """Within this block (this thread / context only), :func:`verify` first asks
+    ``lookup`` for the result of the exact triple it is given.
+
+    For callers that ran THIS module's check (:func:`valid`) on the same triples ahead
+    of time, e.g. in worker processes (:mod:`ledger.parallel_verify`), so the code that
+    calls :func:`verify` in order (the custody rules) keeps its order of checks and its
+    refusals while the signatures are checked in parallel. A lookup must answer only
+    for a triple equal byte for byte to one it checked, and ``None`` otherwise (then the
+    signature is checked here as usual).
     """
+    token = _KNOWN.set(lookup)
+    try:
+        yield
+    finally:
+        _KNOWN.reset(token)
+
+
+def _check(public_key: bytes, message: bytes, signature: bytes) -> None:
     if len(public_key) != PUBLIC_KEY_SIZE:
         raise InvalidSignature("the public key is not 32 bytes")
     if len(signature) != SIGNATURE_SIZE:
@@ -64,3 +88,35 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError,
             nacl.exceptions.TypeError) as exc:
         raise InvalidSignature("the Ed25519 signature does not verify") from exc
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """Verify an Ed25519 signature; raise :class:`InvalidSignature` on any failure.
+
+    libsodium's ``crypto_sign_verify_detached`` rejects non-canonical S, small-order
+    public keys and small-order R, so signature malleability is refused here.
+    """
+    lookup = _KNOWN.get()
+    if lookup is not None and len(public_key) == PUBLIC_KEY_SIZE \
+            and len(signature) == SIGNATURE_SIZE:
+        known = lookup(public_key, message, signature)
+        if known is True:
+            return
+        if known is False:
+            raise InvalidSignature("the Ed25519 signature does not verify")
+    _check(public_key, message, signature)
+
+
+def valid(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether :func:`verify` accepts the triple (never consults a known result)."""
+    try:
+        _check(public_key, message, signature)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def failing(triples: Iterable[tuple[bytes, bytes, bytes]]) -> list[int]:
+    """The positions of the ``(public key, message, signature)`` triples that do not
+    verify, in increasing order."""
+    return [i for i, (pk, msg, sig) in enumerate(triples) if not valid(pk, msg, sig)]

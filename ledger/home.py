@@ -30,14 +30,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ledger import _sodium, keys
 from ledger.errors import CheckpointRefused, InvalidInput, NotFound, VerificationError
-from ledger.note import NoteSigner
-from ledger.service import ActorKey, Custody
-from ledger.store.base import LedgerStore
-from ledger.trust import Consistency, TrustDecision, update_trusted
+
+if TYPE_CHECKING:  # imported where used: a command that needs no key or store stays light
+    from ledger.note import NoteSigner
+    from ledger.service import ActorKey, Custody
+    from ledger.store.base import LedgerStore
+    from ledger.trust import Consistency, TrustDecision
 
 CONFIG = "config.json"
 
@@ -120,6 +121,7 @@ class Home:
     def org_key_file(self, org_id: str, key_id: str | None = None) -> Path:
         """The file holding ``org_id``'s encryption key ``key_id`` (default: the current
         file); NotFound when this home does not hold it."""
+        from ledger import keys
         from ledger.events import org_key_id
 
         current = self.org_key_path(org_id)
@@ -139,6 +141,8 @@ class Home:
         """The age identity (``AGE-SECRET-KEY-1…``) of ``org_id``'s encryption key
         ``key_id`` (default: its current key file), decrypted with the passphrase as for
         :meth:`actor`."""
+        from ledger import keys
+
         path = self.org_key_file(org_id, key_id)
         return keys.load_identity(path, self.passphrase(f"organisation {org_id}'s "
                                   "encryption key") if keys.is_encrypted(path) else None)
@@ -148,6 +152,7 @@ class Home:
         ``ORG.KEYID.key`` files whose name is ``org_id``), by key id."""
         import re
 
+        from ledger import keys
         from ledger.events import org_key_id
 
         folder = self.path / "keys" / "orgs"
@@ -183,13 +188,20 @@ class Home:
         return getpass.getpass(f"Passphrase for {what}: ").encode()
 
     def _seed(self, path: Path, what: str) -> bytes:
+        from ledger import keys
+
         return keys.load_seed(path, self.passphrase(what) if keys.is_encrypted(path) else None)
 
     def log_signer(self) -> NoteSigner:
+        from ledger.note import NoteSigner
+
         return NoteSigner(self.origin, self._seed(self.log_key_path, "the log key"))
 
     def actor(self, actor_id: str | None) -> ActorKey:
         """The acting actor: ``--as``, else the configured default, else the only one."""
+        from ledger import _sodium
+        from ledger.service import ActorKey
+
         if actor_id is None:
             actor_id = self.config.get("default_actor")
         if actor_id is None:
@@ -229,6 +241,8 @@ class Home:
         the kept file untouched; an accepted note is written atomically, mode 0600.
         Without ``consistency`` only a first checkpoint (or the same one) is accepted.
         ``older_ok``: the note is an append receipt's (see :func:`update_trusted`)."""
+        from ledger.trust import update_trusted
+
         log_key = self.pinned_log_key()
         folder = self.checkpoint_path.parent
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -354,4 +368,6 @@ def _sqlite_file(url: str, *, create: bool) -> None:
 
 
 def custody(home: Home, store: LedgerStore) -> Custody:
+    from ledger.service import Custody
+
     return Custody(store, origin=home.origin, clock=now_ms, random=os.urandom)

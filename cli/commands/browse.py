@@ -14,15 +14,16 @@ ART --to ORG`` is the dispatch verb, with the artefact as its first argument, so
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli import context
 from cli.options import As, Json
-from ledger import events as ev
 from ledger.errors import NotFound
-from ledger.store.base import LedgerStore
+
+if TYPE_CHECKING:
+    from ledger.store.base import LedgerStore
 
 artefact_app = typer.Typer(help="Read artefacts: exhibit number, type, description, digests, "
                            "custodian, open transfer and incidents.", no_args_is_help=True)
@@ -38,6 +39,8 @@ def _record(store: LedgerStore, prefix: str, ident: str, what: str) -> dict[str,
 
 def _description(store: LedgerStore, art: dict[str, Any]) -> str:
     """The description is in the signed registration event, not in the state record."""
+    from ledger import events as ev
+
     index = art.get("registered_at")
     if not isinstance(index, int):
         return ""

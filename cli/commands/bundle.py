@@ -7,17 +7,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli import context
 from cli.witness_opts import Quorum, Witnesses, witness_policy
-from ledger import views
-from ledger.bundle import Bundle, VerifyResult, verify_bundle
-from ledger.checkpoint import Checkpoint
 from ledger.errors import InvalidInput, NotFound, VerificationError
-from ledger.note import split_note
+
+if TYPE_CHECKING:
+    from ledger.bundle import Bundle, VerifyResult
+    from ledger.checkpoint import Checkpoint
 
 app = typer.Typer(help="Offline court bundles: export one artefact's proofs to a file, "
                   "verify a bundle with no network and no ledger.", no_args_is_help=True)
@@ -51,6 +51,8 @@ def proven(c: context.Ctx, witnesses: list[str] | None, quorum: int | None, *,
            sha256: str | None = None) -> tuple[Checkpoint, VerifyResult]:
     """The trusted checkpoint (:func:`checkpoint_for`) and the verification of the
     artefact's (or the digest's) bundle at exactly that checkpoint."""
+    from ledger import views
+
     cp, keys, need = checkpoint_for(c, witnesses, quorum)
     result = views.verify(c.reader(), log_key=c.loaded().pinned_log_key(),
                           artefact_id=artefact_id, sha256=sha256, size=cp.size, expect=cp,
@@ -65,6 +67,9 @@ def print_faults(result: VerifyResult) -> None:
 
 
 def _parse(note: str) -> Checkpoint:
+    from ledger.checkpoint import Checkpoint
+    from ledger.note import split_note
+
     return Checkpoint.parse(split_note(note)[0])
 
 
@@ -112,6 +117,8 @@ def export(
     (signed entries), an inclusion proof for each, the state-map proofs of completeness,
     signer keys and cited legal bases, and the checkpoint with its witness cosignatures.
     The bundle is verified before it is written."""
+    from ledger.bundle import verify_bundle
+
     c = context.get(ctx).reading_as(as_)
     if out.exists() and not force:
         raise InvalidInput(f"{out} exists; use --force to overwrite it")
@@ -162,6 +169,8 @@ def write_atomic_files(files: dict[Path, bytes]) -> None:
 
 
 def read_bundle(path: Path) -> Bundle:
+    from ledger.bundle import Bundle
+
     try:
         if not path.is_file():
             raise InvalidInput(f"{path} is not a regular file")
@@ -194,6 +203,8 @@ def verify(
 ) -> None:
     """Verify a bundle offline: no network, no ledger. Exit 0 when authentic (or, without
     --evidence, when every proof verifies), 1 otherwise."""
+    from ledger.bundle import verify_bundle
+
     policy = witness_policy(witnesses, quorum)
     bundle = read_bundle(file)
     sha = None

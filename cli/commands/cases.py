@@ -129,3 +129,13 @@ def lb_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     context.listing(ctx, json_, "lb/", ["id", "instrument", "reference", "issuing_state",
                                         "executing_state", "valid_from", "valid_until",
                                         "case"], as_)
+
+
+def _register_show() -> None:
+    # ``custody case show`` lives with the other read views (browse), listed last.
+    from cli.commands.browse import case_show
+
+    case_app.command("show")(case_show)
+
+
+_register_show()

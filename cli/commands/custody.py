@@ -12,15 +12,13 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli import context
 from cli.options import As, Json, check_choice
 from cli.witness_opts import Quorum, Witnesses
-from ledger import events as ev
-from ledger import views
 from ledger.errors import (
     Backpressure,
     InvalidInput,
@@ -30,16 +28,22 @@ from ledger.errors import (
     UpstreamError,
     VerificationError,
 )
-from ledger.evidence import Digests, evidence_size, hash_file
-from ledger.service import ActorKey, Custody
-from ledger.store.base import AppendResult
 from ledger.vocab import ACCESS_ACTIONS, ARTEFACT_TYPES, STRONG_DIGESTS
+
+if TYPE_CHECKING:
+    # Imported where used: this module is loaded for every verb (and its --help), and the
+    # events, views and service modules bring the payload models and the store with them.
+    from ledger.evidence import Digests
+    from ledger.service import ActorKey, Custody
+    from ledger.store.base import AppendResult
 
 FileArg = Annotated[Path, typer.Argument(help="The evidence file (read once, never stored).")]
 
 
 def hashed(ctx: typer.Context, path: Path, blake3: bool = False) -> Digests:
     """Hash a file in one streaming read, with a progress bar on a terminal."""
+    from ledger.evidence import evidence_size, hash_file
+
     c = context.get(ctx)
     size = evidence_size(path)  # a block device's size comes from the device
     with context.progress(c, f"Hashing {path.name}", total=size) as update:
@@ -161,6 +165,7 @@ def _sealed_dispatch(ctx: typer.Context, custody: Custody, actor: ActorKey, src:
     ``seal_to_self``), check the plaintext digests from that same read against the
     registration, then sign the dispatch with the package in it. The package is deleted
     whenever the dispatch is not on the ledger."""
+    from ledger.evidence import evidence_size
     from ledger.seal import FORMAT, seal
 
     art = custody.record("art/" + common["artefact"], "artefact")
@@ -221,6 +226,8 @@ def _undo_unless_recorded(custody: Custody, key: str, ours: Callable[[dict[str, 
 
 def _current_key(custody: Custody, org: str, who: str) -> tuple[str, str]:
     """The key id and age recipient of ``org``'s current encryption key, from state."""
+    from ledger import events as ev
+
     rec = custody.store.state("orgkey/" + org) or {}
     key_id = rec.get("current")
     if not key_id:
@@ -237,6 +244,8 @@ def _current_key(custody: Custody, org: str, who: str) -> tuple[str, str]:
 def _registered(art: dict[str, Any]) -> Digests:
     """The registered digests of an artefact record (an algorithm it did not record is
     empty, and not compared)."""
+    from ledger.evidence import Digests
+
     d = art["digests"]
     return Digests(sha256=d["sha256"], sha512=d.get("sha512", ""), blake3=d.get("blake3"),
                    size=int(art["size"]))
@@ -356,6 +365,7 @@ def _receive_package(ctx: typer.Context, custody: Custody, actor: ActorKey,
                      tr: dict[str, Any], art: dict[str, Any], package: Path,
                      out: Path | None, seals: list[str], seal_discrepancy: str, reason: str,
                      json_: bool) -> None:
+    from ledger.evidence import evidence_size
     from ledger.seal import PackageRejected, open_package
 
     sent = tr.get("package")
@@ -375,7 +385,7 @@ def _receive_package(ctx: typer.Context, custody: Custody, actor: ActorKey,
                                   expected_package_sha256=sent["sha256"],
                                   expected=_registered(art), progress=update)
     except PackageRejected as exc:
-        _rejected(ctx, json_, custody, actor, tr, art, exc.plaintext or _NOTHING,
+        _rejected(ctx, json_, custody, actor, tr, art, exc.plaintext or _nothing(),
                   exc.reason, _with_note(exc.message, reason), seals, exc.package_sha256)
     try:
         problem = _seal_problem(tr, seals, seal_discrepancy)
@@ -405,9 +415,12 @@ def _receive_package(ctx: typer.Context, custody: Custody, actor: ActorKey,
                  + _discrepancy_note(seal_discrepancy))
 
 
-#: The digests of no bytes at all (what a package that never opened yielded).
-_NOTHING = Digests(sha256=hashlib.sha256(b"").hexdigest(), sha512=hashlib.sha512(b"").hexdigest(),
-                   blake3=None, size=0)
+def _nothing() -> Digests:
+    """The digests of no bytes at all (what a package that never opened yielded)."""
+    from ledger.evidence import Digests
+
+    return Digests(sha256=hashlib.sha256(b"").hexdigest(),
+                   sha512=hashlib.sha512(b"").hexdigest(), blake3=None, size=0)
 
 
 def _destination(package: Path, out: Path | None, artefact: str) -> Path:
@@ -439,6 +452,8 @@ def _rejected(ctx: typer.Context, json_: bool, custody: Custody, actor: ActorKey
               tr: dict[str, Any], art: dict[str, Any], digests: Digests, code: str,
               reason: str, seals: list[str], package_sha256: str | None) -> None:
     """Sign a rejection of the transfer (an integrity incident), report it, exit 1."""
+    from ledger import events as ev
+
     payload: dict[str, Any] = {
         "transfer": tr["id"], "artefact": tr["artefact"], "outcome": "rejected",
         "recomputed": {k: v for k, v in digests.as_dict().items() if k in STRONG_DIGESTS},
@@ -534,6 +549,7 @@ def verify(
     authentic (exit 0); not-registered, mismatch or fault (exit 1)."""
     from cli.commands.bundle import proven, report
     from cli.witness_opts import witness_policy
+    from ledger import views
 
     c = context.get(ctx).reading_as(as_)
     digests = hashed(ctx, file)
@@ -587,6 +603,8 @@ def _record_capability(c: context.Ctx, as_: str | None, result: Any, sha256: str
 
 def _relations(result: Any) -> dict[str, Any]:
     """The signed relations of an artefact's registration (parents, duplicate_of)."""
+    from ledger import events as ev
+
     for item in result.timeline:
         if item.kind == ev.ARTEFACT_REGISTER:
             return {"parents": list(item.details.get("parents", [])),
@@ -632,6 +650,8 @@ def _visible(c: context.Ctx, artefact_id: str) -> bool:
 
 def status(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """Ledger size, last checkpoint and counts."""
+    from ledger import views
+
     out = views.status(context.get(ctx).reading_as(as_).reader())
     if context.want_json(ctx, json_):
         context.emit_json(out)

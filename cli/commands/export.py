@@ -11,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,10 +19,12 @@ from cli import context
 from cli.commands.bundle import checkpoint_for, write_atomic_files
 from cli.options import As
 from cli.witness_opts import Quorum, Witnesses
-from ledger.bundle import Bundle, VerifyResult, verify_bundle
-from ledger.checkpoint import Checkpoint
-from ledger.court.case_uco import CASE_VERSION, CaseListing, case_uco_graph, scan_case
 from ledger.errors import Forbidden, InvalidInput, NotFound, VerificationError
+
+if TYPE_CHECKING:
+    from ledger.bundle import Bundle, VerifyResult
+    from ledger.checkpoint import Checkpoint
+    from ledger.court.case_uco import CaseListing
 
 app = typer.Typer(help="Export proven custody data in standard formats for other tools.",
                   no_args_is_help=True)
@@ -54,6 +56,8 @@ def generation_time_ms() -> int:
 
 def _verified(c: context.Ctx, artefact: str, cp: Checkpoint, keys: tuple[str, ...],
               need: int) -> tuple[Bundle, VerifyResult]:
+    from ledger.bundle import verify_bundle
+
     bundle, cache_faults = c.reader().bundle(artefact_id=artefact, size=cp.size)
     result = verify_bundle(bundle, log_key=c.loaded().pinned_log_key(), witnesses=keys,
                            quorum=need, expect=cp).with_faults(cache_faults)
@@ -70,6 +74,8 @@ def _verified(c: context.Ctx, artefact: str, cp: Checkpoint, keys: tuple[str, ..
 def _listing(c: context.Ctx, case: str, cp: Checkpoint) -> CaseListing:
     """The case's artefacts: proven from every leaf of the log when this client may read
     the log (embedded, or an auditor of a server), else the operator's state (said so)."""
+    from ledger.court.case_uco import CaseListing, scan_case
+
     store = c.reader()
     try:
         listing = scan_case((s.leaf for s in store.entries(0, cp.size)), case=case,
@@ -106,6 +112,8 @@ def case_uco(
     bundles prove is written: the artefacts and their digests, each custody event as an
     investigative action with its provenance record, the signers, their organisations and
     key ids, and the legal bases cited. A bundle that does not verify is refused (exit 1)."""
+    from ledger.court.case_uco import CASE_VERSION, case_uco_graph
+
     if (artefact is None) == (case is None):
         raise InvalidInput("name one artefact, or a case with --case CASE")
     c = context.get(ctx).reading_as(as_)

@@ -18,9 +18,7 @@ from cli.commands.setup import (
     slug,
 )
 from cli.options import As, Json
-from ledger import _sodium, keys
 from ledger.errors import InvalidInput
-from ledger.home import custody as custody_of
 from ledger.vocab import ROLES
 
 org_app = typer.Typer(help="Organisations: one agency in one jurisdiction.",
@@ -85,6 +83,8 @@ def org_key_rotate(
     admin while ORG has no admin of its own). It becomes the current key; the previous
     one is retired (kept as HOME/keys/orgs/ORG.KEYID.key: packages already sealed to it
     can still be opened). Also the way to give an organisation its first key."""
+    from ledger import keys
+
     c = context.get(ctx)
     home = c.loaded()
     admin = c.actor(as_)
@@ -133,6 +133,8 @@ def org_key_show(
 ) -> None:
     """Show ORG's current encryption key (id and age recipient) and every key it has had,
     with its status (current, retired, revoked), and whether this home holds it."""
+    from ledger.home import custody as custody_of
+
     c = context.get(ctx)
     home = c.loaded()
     rec = custody_of(home, c.reading_as(as_).reader()).org_keys(org)
@@ -200,6 +202,8 @@ def actor_enrol(
     """Enrol an actor and record their public key on the ledger. Without --public-key the
     key pair is created here, under the home (0600, encrypted with a passphrase unless
     --no-passphrase); with it, the private key stays on the actor's own machine."""
+    from ledger import _sodium, keys
+
     c = context.get(ctx)
     roles = parse_roles(role)
     aid = actor_id or slug(name)

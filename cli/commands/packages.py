@@ -14,16 +14,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli import context
 from cli.options import As, Json
-from ledger import events as ev
 from ledger.errors import InvalidInput, NotFound, VerificationError
-from ledger.evidence import evidence_size, hash_file
-from ledger.store.base import LedgerStore
+
+if TYPE_CHECKING:
+    from ledger.store.base import LedgerStore
 
 package_app = typer.Typer(help="Evidence packages (the encrypted files of sealed transfers) "
                           "on a server: upload them; receivers get them with 'custody "
@@ -81,6 +81,8 @@ def upload(
     """Upload a package to the server (examiners and custodians). An interrupted upload
     continues where the server got to: run the command again. The server keeps the
     package only if its SHA-256 is the one computed here."""
+    from ledger.evidence import evidence_size, hash_file
+
     c = context.get(ctx).reading_as(as_)
     c.json = context.want_json(ctx, json_)
     store = _remote(c)
@@ -110,6 +112,8 @@ def upload(
 def _package_of(store: LedgerStore, transfer: str) -> dict[str, Any]:
     """The package of ``transfer`` as its record names it, checked against the signed
     dispatch the record says it comes from."""
+    from ledger import events as ev
+
     record = store.state("tr/" + transfer)
     if record is None:
         raise NotFound(f"unknown transfer {transfer!r}")

@@ -15,9 +15,7 @@ import typer
 from cli import context
 from cli.commands.setup import new_passphrase
 from cli.options import Json
-from ledger import _sodium, keys
 from ledger.errors import InvalidInput
-from ledger.events import check_id
 
 
 def serve(
@@ -41,6 +39,7 @@ def serve(
     already in use is invalid usage (exit 2): choose another --port."""
     from api.server import serve as run_server
     from api.settings import Settings
+    from ledger import keys
 
     home = context.get(ctx).loaded()
     if home.config.get("server"):
@@ -116,6 +115,8 @@ def join(
     """Prepare this home as a client of a server: create your Ed25519 key HERE (it never
     leaves this machine) and print the public key for an admin to enrol with
     'custody actor enrol … --public-key KEY'."""
+    from ledger import _sodium, keys
+    from ledger.events import check_id
     from ledger.store.remote import RemoteStore
 
     c = context.get(ctx)

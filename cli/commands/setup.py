@@ -7,21 +7,19 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli import context
 from cli.options import Json
-from ledger import _sodium, keys
 from ledger.errors import InvalidInput, LedgerError
-from ledger.events import org_key_id
-from ledger.fabric.store import FabricStore
 from ledger.home import Home, custody, open_store, passphrase_from_env
-from ledger.note import check_name, verifier_key
-from ledger.service import ActorKey, Custody
-from ledger.store.base import AppendResult
 from ledger.vocab import COUNTRIES, ROLES
+
+if TYPE_CHECKING:  # imported where used: other commands import this module's helpers
+    from ledger.service import ActorKey, Custody
+    from ledger.store.base import AppendResult
 
 
 def slug(name: str) -> str:
@@ -57,6 +55,8 @@ def org_key_passphrase(home: Home, admin_id: str, no_passphrase: bool, org: str)
     """The passphrase for a new organisation encryption key made by ``admin_id``: none
     with --no-passphrase; ``CUSTODY_PASSPHRASE`` when set; none when the admin's own key
     is stored unencrypted (the home was made with --no-passphrase); else asked."""
+    from ledger import keys
+
     if no_passphrase:
         return None
     admin_key = home.actor_key_path(admin_id)
@@ -82,6 +82,9 @@ def create_org_key(home: Home, service: Custody, admin: ActorKey, org: str,
     The identity is written first as ``ORG.KEYID.key`` and removed if the enrolment is
     refused; once enrolled, the previous current file is kept as ``ORG.OLDKEYID.key``
     (packages sealed to it can still be opened) and the new one becomes ``ORG.key``."""
+    from ledger import keys
+    from ledger.events import org_key_id
+
     identity, recipient = new_age_identity()
     key_id = org_key_id(recipient)
     pending = home.retired_org_key_path(org, key_id)
@@ -152,6 +155,11 @@ def init(
     encryption key for sealed packages, enrolled right after the genesis (its key id is
     printed). Keys are written under the home with mode 0600. With --network, the ledger
     lives on that Fabric network and the log key is the organisation node's."""
+    from ledger import _sodium, keys
+    from ledger.events import org_key_id
+    from ledger.note import check_name, verifier_key
+    from ledger.service import ActorKey
+
     c = context.get(ctx)
     if network is not None:
         c.network = network.resolve()
@@ -187,8 +195,13 @@ def init(
         store = open_store(home, create=True)
         try:
             admin = ActorKey(aid, _sodium.Signer(admin_seed))
-            vkey = store.log_key if isinstance(store, FabricStore) else \
-                verifier_key(origin, _sodium.public_key_from_seed(log_seed))
+            if fabric:  # the Fabric store (and its gRPC stack) only for a Fabric home
+                from ledger.fabric.store import FabricStore
+
+                assert isinstance(store, FabricStore)  # noqa: S101
+                vkey = store.log_key
+            else:
+                vkey = verifier_key(origin, _sodium.public_key_from_seed(log_seed))
             home.config["log_key"] = vkey  # pinned: verify and audit check against it
             home.save()
             service = custody(home, store)

@@ -28,14 +28,12 @@ import typer
 from cli import context
 from cli.commands.setup import new_passphrase
 from cli.options import Json
-from ledger import keys
-from ledger.checkpoint import Checkpoint
 from ledger.errors import CheckpointRefused, InvalidInput, NotFound
-from ledger.note import NoteVerifier, check_name, split_note
-from ledger.witness import Cosigned, decide, witness_verifier_key
 
 if TYPE_CHECKING:
+    from ledger.checkpoint import Checkpoint
     from ledger.store.remote import RemoteStore
+    from ledger.witness import Cosigned
 
 app = typer.Typer(help="Witness a log run by another agency: check that each new checkpoint "
                   "extends the last one you cosigned, then publish a C2SP tlog-cosignature.",
@@ -64,6 +62,10 @@ def init(
 ) -> None:
     """Create this agency's witness key (Ed25519) and print its verifier key (type 0x04),
     which verifiers pass to --witness."""
+    from ledger import keys
+    from ledger.note import check_name
+    from ledger.witness import witness_verifier_key
+
     check_name(name)
     folder = witness_dir(ctx, dir_)
     path = folder / KEY_FILE
@@ -135,6 +137,9 @@ def _keep_evidence(folder: Path, note: str, exc: CheckpointRefused, size: int, r
 
 
 def _parse(note: str) -> Checkpoint:
+    from ledger.checkpoint import Checkpoint
+    from ledger.note import split_note
+
     text, _ = split_note(note)
     return Checkpoint.parse(text)
 
@@ -143,6 +148,8 @@ def _parse(note: str) -> Checkpoint:
 
 def _round(folder: Path, server: RemoteStore, origin: str, log_key: str, name: str,
            seed: bytes, vkey: str) -> tuple[Cosigned, str]:
+    from ledger.witness import decide
+
     info = server.log_info()
     note = info.get("checkpoint")
     if not isinstance(note, str):
@@ -186,7 +193,10 @@ def run_(
     """Fetch the log's newest checkpoint, check it extends the one this witness cosigned
     last (RFC 9162 consistency proof), save the new state, and post the cosignature.
     A rollback or split view: exit 1, nothing saved or posted."""
+    from ledger import keys
+    from ledger.note import NoteVerifier
     from ledger.store.remote import RemoteStore
+    from ledger.witness import witness_verifier_key
 
     c = context.get(ctx)
     url = server or c.server

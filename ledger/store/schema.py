@@ -1,5 +1,10 @@
 """Table definitions used by queries. Alembic migrations are the only schema source;
-``tests/integration/test_migrations.py`` fails if these and the migrations differ."""
+``tests/integration/test_migrations.py`` fails if these and the migrations differ.
+
+Physical layout on SQLite (migration 0004): ``entries`` and ``checkpoints`` are keyed by
+the rowid itself (``INTEGER PRIMARY KEY``), the other log tables are ``WITHOUT ROWID``
+(rows stored in the primary-key B-tree), so an append writes each row once instead of
+once in a rowid table and again in a key index."""
 
 from __future__ import annotations
 
@@ -14,14 +19,18 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
 
+#: BIGINT on PostgreSQL; on SQLite the rowid itself (``INTEGER PRIMARY KEY``).
+RowKey = BigInteger().with_variant(Integer(), "sqlite")
+
 #: Append-only. One row per log entry; ``leaf`` is the exact leaf bytes L.
 entries = Table(
     "entries", metadata,
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", RowKey, primary_key=True, autoincrement=False),
     Column("leaf", LargeBinary, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("event_id", String(64), nullable=False, unique=True),
@@ -35,12 +44,13 @@ nodes = Table(
     Column("level", SmallInteger, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,  # rows in the primary-key B-tree
 )
 
 #: Append-only. One signed checkpoint (C2SP signed note) per committed transaction.
 checkpoints = Table(
     "checkpoints", metadata,
-    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("size", RowKey, primary_key=True, autoincrement=False),
     Column("note", Text, nullable=False),
 )
 
@@ -49,6 +59,7 @@ refs = Table(
     "refs", metadata,
     Column("ref", String(80), primary_key=True),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,  # rows in the primary-key B-tree
 )
 
 #: Derived world state (the custody rules' key/value records). Mutable, recomputed and
@@ -59,7 +70,11 @@ state = Table(
     Column("value", Text, nullable=False),
     Column("idx", BigInteger, nullable=False),
     Column("bucket", Integer, nullable=True, index=False),
-    Index("state_bucket", "bucket"),
+    # Only mapped keys have a bucket; the per-event nonce/ rows stay out of the index.
+    # (Migration 0004 gives it the same WHERE on PostgreSQL; not declared here, so that
+    # a process on SQLite never imports SQLAlchemy's PostgreSQL dialect.)
+    Index("state_bucket", "bucket", sqlite_where=text("bucket IS NOT NULL")),
+    sqlite_with_rowid=False,  # rows in the primary-key B-tree
 )
 
 #: Append-only. Every state write: (key, log size after its batch, map bucket, value).
@@ -71,6 +86,7 @@ state_log = Table(
     Column("bucket", Integer, nullable=True),
     Column("value", Text, nullable=False),
     Index("state_log_bucket", "bucket", "size"),
+    sqlite_with_rowid=False,  # rows in the primary-key B-tree
 )
 
 #: Append-only. Versioned state-map nodes (``ledger/vmap.py``): node (level, idx) as of
@@ -81,6 +97,7 @@ map_nodes = Table(
     Column("idx", Integer, primary_key=True, autoincrement=False),
     Column("size", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,  # rows in the primary-key B-tree
 )
 
 #: Append-only. Witness cosignature lines (C2SP tlog-cosignature) by checkpoint size.

@@ -9,17 +9,19 @@ commit returns is anything acknowledged.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -34,19 +36,109 @@ from ledger.errors import (
     InvalidInput,
     LedgerError,
     NotFound,
+    StorageFull,
     UpstreamError,
 )
 from ledger.events import Entry, SignedEvent
-from ledger.note import NoteSigner, split_note
+from ledger.note import NoteSigner
 from ledger.rules import Context, Record, apply
 from ledger.store import schema as t
 from ledger.store.base import AppendResult, StoredEntry
-from ledger.store.sqlmap import MapCache, map_proof
+from ledger.store.sqlmap import Exec, MapCache, Sql, bucket_of, insert_sql, map_proof
 
 Clock = Callable[[], int]
+_T = TypeVar("_T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Most entries one group commit takes (bounded queue, threat T11).
 MAX_BATCH = 1000
+#: A group commit of at least this many events has its signatures checked ahead of the
+#: rules in worker processes (:mod:`ledger.parallel_verify`); smaller ones (a single
+#: append, the API's batches of a few events) would wait longer for the pipe than for
+#: the check itself.
+PARALLEL_VERIFY_MIN = 64
+#: Signatures per job sent to a worker: small enough that the rules rarely wait for
+#: the first answer, large enough that the pipe is not the cost.
+VERIFY_CHUNK = 32
+
+
+#: WAL pages after which a committing writer copies the WAL into the database file itself
+#: (SQLite's automatic checkpoint, 1000 by default), inside its commit. A writing store
+#: does that sooner and off the append path (:class:`WalCheckpointer`); this bounds the
+#: WAL (about 40 MiB) when nobody does.
+WAL_AUTOCHECKPOINT = 10_000
+#: Held by a checkpointer while it is inside SQLite; ``fork`` waits for it, so a child
+#: never inherits SQLite locks held by a thread that does not exist in the child.
+_IN_SQLITE = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_IN_SQLITE.acquire, after_in_parent=_IN_SQLITE.release,
+                        after_in_child=_IN_SQLITE.release)
+
+
+class WalCheckpointer:
+    """Copies a SQLite WAL back into the database file on its own thread and connection.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses the threshold: that
+    append waits for up to a thousand page writes and an fsync of the database file. Here
+    a writing store wakes this thread after its commits instead; it runs
+    ``PRAGMA wal_checkpoint(PASSIVE)`` (never blocks a writer or a reader) at most every
+    ``interval`` seconds, on the machine's other core. Durability is unchanged: a commit
+    is durable once its WAL frames are fsynced, before any checkpoint; a checkpoint cut
+    short by a crash is finished by SQLite's recovery, as an automatic one would be."""
+
+    def __init__(self, path: Path, interval: float = 0.05) -> None:
+        self.path = path
+        self.interval = interval
+        self.runs = 0
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._start = threading.Lock()
+
+    def kick(self) -> None:
+        """Ask for a checkpoint soon (cheap: called after every commit)."""
+        if self._closed:
+            return
+        if self._thread is None or self._pid != os.getpid():  # none yet, or a forked child
+            with self._start:
+                if self._thread is None or self._pid != os.getpid():
+                    self._pid = os.getpid()
+                    self._wake = threading.Event()
+                    self._thread = threading.Thread(target=self._run, daemon=True,
+                                                    name="custody-wal-checkpoint")
+                    self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        wake = self._wake
+        conn = None
+        try:
+            with _IN_SQLITE:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=0,
+                                       check_same_thread=False)
+            while True:
+                wake.wait()
+                if self._closed:
+                    return
+                wake.clear()
+                with _IN_SQLITE:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.runs += 1
+                time.sleep(self.interval)  # gather the next commits' frames
+        except sqlite3.Error:
+            return  # the writers' automatic checkpoint (WAL_AUTOCHECKPOINT) still bounds it
+        finally:
+            if conn is not None:
+                with _IN_SQLITE:
+                    conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid() \
+                and thread is not threading.current_thread():
+            thread.join(timeout=10)
 
 
 def make_engine(url: str, *, reader: bool = False) -> Engine:
@@ -68,6 +160,8 @@ def make_engine(url: str, *, reader: bool = False) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=30000")
+            if not reader:
+                cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -84,7 +178,11 @@ def make_engine(url: str, *, reader: bool = False) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (Alembic is the only schema source)."""
+    """Bring the schema to the newest revision (Alembic is the only schema source).
+    Alembic is imported here only: opening a ledger that exists never migrates."""
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
@@ -153,10 +251,38 @@ _DAMAGE = ("file is not a database", "malformed", "disk image", "corrupt")
 _READ_ONLY = ("readonly", "read-only", "unable to open database file")
 
 
-def describe_database_error(exc: DBAPIError, url: str | None = None) -> LedgerError:
+#: What the drivers say when the disk is full: SQLite's SQLITE_FULL, the OS's ENOSPC text.
+_FULL = ("database or disk is full", "no space left on device", "disk full", "disk quota")
+#: Below this many free bytes, an I/O error of SQLite is taken to be a full disk (SQLite
+#: reports a failed -shm/-wal extension as SQLITE_IOERR, not SQLITE_FULL).
+_LOW_SPACE = 1 << 20
+
+
+def storage_full(exc: BaseException, url: str | None = None) -> StorageFull | None:
+    """A :class:`StorageFull` when ``exc`` is a database failure caused by a full disk
+    (PostgreSQL: SQLSTATE 53100 disk_full)."""
+    orig = getattr(exc, "orig", None) or exc
+    low = " ".join(str(orig).split()).lower()
+    full = any(word in low for word in _FULL) or getattr(orig, "sqlstate", None) == "53100"
+    path = sqlite_path(url) if url else None
+    if not full and path is not None and ("disk i/o error" in low or "ioerr" in low):
+        with contextlib.suppress(OSError):
+            st = os.statvfs(path.parent)
+            full = st.f_bavail * st.f_frsize < _LOW_SPACE
+    if not full:
+        return None
+    where = f" ({path.parent})" if path is not None else ""
+    return StorageFull(f"the disk holding the ledger{where} is full, so nothing was written; "
+                       "free some space and retry", retry_after=30)
+
+
+def describe_database_error(exc: Exception, url: str | None = None) -> LedgerError:
     """One sentence for a database failure: a damaged SQLite file (IntegrityFault, exit
     1), a file that cannot be opened or written (InvalidInput, exit 2), a busy database
     (Backpressure) or any other backend failure (UpstreamError)."""
+    full = storage_full(exc, url)
+    if full is not None:
+        return full
     reason = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
     low = reason.lower()
     path = sqlite_path(url) if url else None
@@ -172,22 +298,50 @@ def describe_database_error(exc: DBAPIError, url: str | None = None) -> LedgerEr
     return UpstreamError(f"the ledger database failed: {reason}")
 
 
-# Statements are built once: constructing SQLAlchemy expressions on every append cost
-# more than the commit's fsync. Execution still goes through SQLAlchemy Core.
-_NONCE_ENTRY = sa.select(t.entries).where(t.entries.c.idx == sa.bindparam("idx"))
+# The append path runs constant SQL on the DBAPI cursor of one pooled connection
+# (:class:`ledger.store.sqlmap.Exec`): SQLAlchemy Core's per-statement and per-transaction
+# bookkeeping cost more than the statements and most of the commit. Reads keep Core.
 _HEAD = sa.select(t.head.c.size, t.head.c.last_time).where(t.head.c.id == 1)
-_HEAD_FOR_UPDATE = _HEAD.with_for_update()
-_INSERT_ENTRIES = sa.insert(t.entries)
-_INSERT_NODES = sa.insert(t.nodes)
-_INSERT_REFS = sa.insert(t.refs)
-_INSERT_CHECKPOINT = sa.insert(t.checkpoints)
-_UPDATE_HEAD = sa.update(t.head).where(t.head.c.id == 1).values(
-    size=sa.bindparam("new_size"), last_time=sa.bindparam("new_time"))
-_FIRST_CHECKPOINT_AFTER = (sa.select(t.checkpoints.c.note)
-                           .where(t.checkpoints.c.size > sa.bindparam("idx"))
-                           .order_by(t.checkpoints.c.size).limit(1))
-
-
+#: The head row and the checkpoint of its size, in one statement (SQLite: the
+#: transaction already holds the write lock).
+_HEAD_AND_NOTE = Sql(
+    "SELECT h.size, h.last_time, c.note FROM head AS h LEFT JOIN checkpoints AS c "
+    "ON c.size = h.size WHERE h.id = 1")
+#: PostgreSQL: lock the head row first (the writers' lock). Its checkpoint is read by a
+#: second statement: under READ COMMITTED a statement that waited for the lock sees the
+#: new head row but, in a join, the checkpoints of its own older snapshot.
+_LOCK_HEAD_PG = Sql("SELECT size, last_time FROM head WHERE id = 1 FOR UPDATE")
+#: PostgreSQL, after the lock: that checkpoint and the batch's nonce records, one trip.
+_NOTE_AND_STATE_PG = Sql(
+    "", "SELECT NULL, note FROM checkpoints WHERE size = %s UNION ALL "
+    "SELECT key, value FROM state WHERE key = ANY(%s)")
+#: The batch's nonce records in one statement (the replay/duplicate check reads them).
+_STATE_VALUES = Sql("SELECT key, value FROM state WHERE key IN (SELECT value FROM json_each(?))",
+                    "SELECT key, value FROM state WHERE key = ANY(%s)")
+_ENTRY_AT = Sql("SELECT idx, leaf_hash, event_id, ledger_time FROM entries WHERE idx = ?")
+_FIRST_CHECKPOINT_AFTER = Sql(
+    "SELECT note FROM checkpoints WHERE size > ? ORDER BY size LIMIT 1")
+_STATE_VALUE = Sql("SELECT value FROM state WHERE key = ?")
+_INSERT_ENTRIES = insert_sql("entries", ("idx", "leaf", "leaf_hash", "event_id", "ledger_time"),
+                             ("bigint", "bytea", "bytea", "text", "bigint"))
+_INSERT_NODES = insert_sql("merkle_nodes", ("level", "idx", "hash"),
+                           ("smallint", "bigint", "bytea"))
+_INSERT_REFS = insert_sql("refs", ("ref", "idx"), ("text", "bigint"))
+_INSERT_CHECKPOINT = Sql("INSERT INTO checkpoints (size, note) VALUES (?, ?)")
+_UPDATE_HEAD = Sql("UPDATE head SET size = ?, last_time = ? WHERE id = 1")
+#: The same SQL on SQLite (>= 3.24) and PostgreSQL; one statement for a batch.
+_UPSERT_STATE = insert_sql(
+    "state", ("key", "value", "idx", "bucket"), ("text", "text", "bigint", "integer"),
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, idx = excluded.idx")
+_NEWEST_BLOCK = Sql("SELECT max(number) FROM fabric_blocks")
+_INSERT_BLOCK = Sql("INSERT INTO fabric_blocks (number, hash, size) VALUES (?, ?, ?)")
+#: Proof nodes by primary key, the whole plan one bound parameter.
+_NODES = Sql(
+    "SELECT m.level, m.idx, m.hash FROM json_each(?) AS j JOIN merkle_nodes AS m "
+    "ON m.level = json_extract(j.value, '$[0]') AND m.idx = json_extract(j.value, '$[1]')",
+    "SELECT m.level, m.idx, m.hash FROM unnest(CAST(%s AS smallint[]), "
+    "CAST(%s AS bigint[])) AS j(level, idx) JOIN merkle_nodes AS m "
+    "ON m.level = j.level AND m.idx = j.idx")
 _NODES_SQLITE = sa.text(
     "SELECT m.level, m.idx, m.hash FROM json_each(:plan) AS j JOIN merkle_nodes AS m "
     "ON m.level = json_extract(j.value, '$[0]') AND m.idx = json_extract(j.value, '$[1]')")
@@ -195,15 +349,29 @@ _NODES_PG = sa.text(
     "SELECT m.level, m.idx, m.hash FROM unnest(CAST(:levels AS smallint[]), "
     "CAST(:idxs AS bigint[])) AS j(level, idx) JOIN merkle_nodes AS m "
     "ON m.level = j.level AND m.idx = j.idx")
-#: The same SQL on SQLite (>= 3.24) and PostgreSQL. A constant text() statement stays in
-#: SQLAlchemy's compiled cache; the dialect ``on_conflict_do_update`` construct does not.
-_UPSERT_STATE = sa.text(
-    "INSERT INTO state (key, value, idx, bucket) VALUES (:key, :value, :idx, :bucket) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, idx = excluded.idx")
 _LATEST_CHECKPOINT = (sa.select(t.checkpoints.c.note)
                       .order_by(t.checkpoints.c.size.desc()).limit(1))
 _CHECKPOINT_AT = sa.select(t.checkpoints.c.note).where(
     t.checkpoints.c.size == sa.bindparam("size"))
+_FIRST_CHECKPOINT_AFTER_CORE = (sa.select(t.checkpoints.c.note)
+                                .where(t.checkpoints.c.size > sa.bindparam("idx"))
+                                .order_by(t.checkpoints.c.size).limit(1))
+#: RFC 8785 writes integers up to 2**53 - 1 as plain decimals.
+_MAX_SAFE_INT = 2**53 - 1
+
+
+def leaf_bytes(index: int, ledger_time: int, signed: SignedEvent) -> bytes:
+    """``Entry(index, ledger_time, signed).leaf_bytes()`` without re-encoding the event.
+
+    The leaf is the RFC 8785 form of ``{"event", "index", "ledger_time"}``: keys in that
+    (sorted) order, the event as its own canonical bytes (RFC 8785 encodes a nested
+    object exactly as on its own), and integers in the safe range as decimals.
+    ``tests/unit/test_leaf_bytes.py`` checks the equality on generated events."""
+    if 0 <= index <= _MAX_SAFE_INT and 0 <= ledger_time <= _MAX_SAFE_INT \
+            and type(index) is int and type(ledger_time) is int:
+        return b'{"event":%b,"index":%d,"ledger_time":%d}' % (
+            signed.canonical_bytes(), index, ledger_time)
+    return Entry(index, ledger_time, signed).leaf_bytes()
 
 
 def blob(value: Any) -> bytes:
@@ -217,6 +385,32 @@ def stored_entry(idx: Any, leaf: Any, leaf_hash: Any, ledger_time: Any) -> Store
     return StoredEntry(int(idx), blob(leaf), blob(leaf_hash), int(ledger_time))
 
 
+def _nodes(x: Exec, plan: Sequence[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+    """Fetch the planned perfect-subtree nodes in ONE constant statement: the whole plan
+    is one bound parameter, joined to ``merkle_nodes`` on its primary key (building an
+    OR expression per call cost ~4 ms; a row-value IN made SQLite scan the table)."""
+    if not plan:
+        return {}
+    if x.pg:
+        params: tuple[Any, ...] = ([lv for lv, _ in plan], [i for _, i in plan])
+    else:
+        params = (json.dumps(list(plan)),)
+    return {(int(lv), int(i)): blob(h) for lv, i, h in x.all(_NODES, params)}
+
+
+def _read_nodes(conn: Connection, plan: Sequence[merkle.NodeId]) -> dict[merkle.NodeId,
+                                                                        bytes]:
+    """:func:`_nodes` for readers, through Core (one constant, cached statement)."""
+    if not plan:
+        return {}
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(_NODES_PG, {"levels": [lv for lv, _ in plan],
+                                        "idxs": [i for _, i in plan]}).all()
+    else:
+        rows = conn.execute(_NODES_SQLITE, {"plan": json.dumps(list(plan))}).all()
+    return {(int(lv), int(i)): blob(h) for lv, i, h in rows}
+
+
 class _SqlView:
     """The rules' StateView over the ``state`` table, with the batch's pending writes.
 
@@ -225,31 +419,41 @@ class _SqlView:
     edited outside the log is refused, never used. Unmapped bookkeeping (``nonce/``) is
     read directly; a replayed event still fails on the unique event id."""
 
-    def __init__(self, conn: Connection, cache: MapCache | None = None) -> None:
-        self.conn = conn
+    __slots__ = ("_read", "cache", "pending", "x")
+
+    def __init__(self, x: Exec, cache: MapCache | None = None) -> None:
+        self.x = x
         self.cache = cache
         self.pending: dict[str, Record] = {}
         self._read: dict[str, Record | None] = {}
-        # The hot read goes straight to the DBAPI cursor of this same connection (and so
-        # this same transaction): SQLAlchemy's per-execute overhead was most of the
-        # append cost. Bound parameter only; the SQL text is constant.
-        self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        self._sql = f"SELECT value FROM state WHERE key = {mark}"  # noqa: S608 - constant
 
     def get(self, key: str) -> Record | None:
-        if key in self.pending:
-            return self.pending[key]
+        pending = self.pending.get(key)
+        if pending is not None or key in self.pending:
+            return pending
         if self.cache is not None and vmap.mapped(key):
-            return self.cache.bucket(self.conn, vmap.bucket_of(key)).get(key)
+            return self.cache.bucket(self.x, bucket_of(key)).get(key)
         if key in self._read:
             return self._read[key]
-        self._cursor.execute(self._sql, (key,))
-        row = self._cursor.fetchone()
-        value = None if row is None else row[0]
-        record = None if value is None else dict(json.loads(value))
+        row = self.x.one(_STATE_VALUE, (key,))
+        record = None if row is None or row[0] is None else dict(json.loads(row[0]))
         self._read[key] = record
         return record
+
+
+class _Head:
+    """The head row as the locked read saw it: size, last ledger time, the note of the
+    checkpoint of that size (None if there is none), and the raw state rows read with
+    it for ``keys`` (a key of ``keys`` missing from ``state`` does not exist)."""
+
+    __slots__ = ("keys", "last_time", "note", "size", "state")
+
+    def __init__(self, row: Sequence[Any]) -> None:
+        self.size = int(row[0])
+        self.last_time = int(row[1])
+        self.note = None if row[2] is None else str(row[2])
+        self.keys: list[str] = []
+        self.state: dict[str, Any] = {}
 
 
 class SqlStore:
@@ -258,6 +462,8 @@ class SqlStore:
     def __init__(self, engine: Engine, *, signer: NoteSigner | None, clock: Clock,
                  reader: Engine | None = None, verify_key: str | None = None) -> None:
         self.engine = engine
+        #: The database URL (names the disk when it is full).
+        self.url = engine.url.render_as_string(hide_password=True)
         #: Engine for reads: never takes SQLite's write lock.
         self.reader = reader or engine
         self.signer = signer
@@ -269,6 +475,14 @@ class SqlStore:
         self._rmap: MapCache | None = None
         self._checked: tuple[str, Checkpoint] | None = None
         self._lock = threading.Lock()  # guards the caches
+        self._pg = engine.dialect.name == "postgresql"
+        #: The driver's own exceptions (the append path runs on its DBAPI cursor).
+        self._dbapi: Any = engine.dialect.dbapi
+        self._pool: Any = None  # ledger.parallel_verify.VerifyPool, started when needed
+        path = sqlite_path(str(engine.url)) if engine.dialect.name == "sqlite" else None
+        self._wal = WalCheckpointer(path) if path is not None and signer is not None \
+            and not str(engine.url).endswith("immutable=1&uri=true") else None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str, *, signer: NoteSigner | None, clock: Clock,
@@ -305,6 +519,12 @@ class SqlStore:
         return cls(engine, signer=signer, clock=clock, reader=reader, verify_key=verify_key)
 
     def close(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool:
+            pool.close()
         self.engine.dispose()
         self.reader.dispose()
 
@@ -324,19 +544,78 @@ class SqlStore:
         if self.signer is None:
             raise InvalidInput("this store was opened read-only (no log key)")
         try:
-            with self.engine.begin() as conn:
-                return self._append_locked(conn, batch)
-        except OperationalError as exc:
+            return self._transaction(
+                lambda x: self._append_locked(x, self._lock_head(x, batch), batch))
+        except (OperationalError, self._dbapi.OperationalError) as exc:
             self._frontier = self._map = None
+            reason = getattr(exc, "orig", None) or exc
+            full = storage_full(exc, self.url)
+            if full is not None:
+                raise full from exc
             if "locked" in str(exc).lower() or "busy" in str(exc).lower():
                 raise Backpressure("the ledger is busy; retry shortly", 1.0) from exc
-            raise UpstreamError(f"database error while appending: {exc.orig}") from exc
-        except DBAPIError as exc:
+            raise UpstreamError(f"database error while appending: {reason}") from exc
+        except (DBAPIError, self._dbapi.Error) as exc:
             self._frontier = self._map = None
-            raise UpstreamError(f"database error while appending: {exc.orig}") from exc
+            reason = getattr(exc, "orig", None) or exc
+            full = storage_full(exc, self.url)
+            if full is not None:
+                raise full from exc
+            raise UpstreamError(f"database error while appending: {reason}") from exc
         except BaseException:
             self._frontier = self._map = None
             raise
+
+    def _transaction(self, work: Callable[[Exec], _T]) -> _T:
+        """Run ``work`` in one write transaction on a pooled connection's DBAPI cursor:
+        ``BEGIN IMMEDIATE`` on SQLite (the write lock; PostgreSQL's is the head row lock
+        taken by the first statement), then COMMIT — the durable point, WAL fsynced with
+        ``synchronous=FULL`` — or ROLLBACK on any failure. Nothing is acknowledged before
+        the commit returns."""
+        raw = self.engine.raw_connection()
+        try:
+            dbc: Any = raw.dbapi_connection
+            x = Exec(dbc, self._pg)
+            if not self._pg:
+                x.cur.execute("BEGIN IMMEDIATE")
+            try:
+                # PostgreSQL: writes are queued (pipeline mode) and go out with the COMMIT,
+                # in one round trip; a read still waits for its answer.
+                with x.pipeline():
+                    out = work(x)
+                    dbc.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):  # the first error is the one to report
+                    dbc.rollback()
+                raise
+        finally:
+            raw.close()  # back to the pool
+        if self._wal is not None:
+            with contextlib.suppress(RuntimeError):  # no thread: SQLite's own checkpoint
+                self._wal.kick()
+        return out
+
+    def _lock_head(self, x: Exec, batch: Sequence[SignedEvent] = ()) -> _Head:
+        """The head row (locked), the checkpoint of its size, and the batch's nonce
+        records (in ``_Head.state``), in as few round trips as the backend allows."""
+        keys = list(dict.fromkeys("nonce/" + e.event.nonce for e in batch))
+        if not x.pg:
+            head = _Head(x.one(_HEAD_AND_NOTE))
+            if len(keys) > 1:  # one key: the view's own read is as cheap
+                head.state = {str(k): v for k, v in x.all(_STATE_VALUES, (json.dumps(keys),))}
+                head.keys = keys
+            return head
+        size, last_time = x.one(_LOCK_HEAD_PG)
+        note = None
+        state = {}
+        for key, value in x.all(_NOTE_AND_STATE_PG, (size, keys)):
+            if key is None:
+                note = value
+            else:
+                state[str(key)] = value
+        head = _Head((size, last_time, note))
+        head.state, head.keys = state, keys
+        return head
 
     def append_derived(self, batch: Sequence[tuple[SignedEvent, int]], block: int,
                        block_hash: bytes) -> int:
@@ -348,33 +627,39 @@ class SqlStore:
         kind ``divergence`` (nothing is written). Returns the log size after the block."""
         if self.signer is None:
             raise InvalidInput("this store was opened read-only (no log key)")
+
+        def work(x: Exec) -> int:
+            head = self._lock_head(x)
+            size = head.size
+            row = x.one(_NEWEST_BLOCK)
+            newest = None if row is None or row[0] is None else int(row[0])
+            if newest is not None and block <= newest:
+                return size  # another process took this block in first
+            if block != (0 if newest is None else newest + 1):
+                raise IntegrityFault(f"block {block} follows block {newest} in this log: "
+                                     "blocks must be taken in one by one, in order",
+                                     kind="divergence")
+            if batch:
+                outcomes = self._append_locked(x, head, [e for e, _ in batch],
+                                               [ts for _, ts in batch])
+                for (signed, _), outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, LedgerError) or outcome.duplicate:
+                        why = outcome if isinstance(outcome, LedgerError) else "a duplicate"
+                        raise IntegrityFault(
+                            f"block {block}: event {signed.event_id} is VALID on the chain "
+                            f"but this log refuses it ({why}); the derived log and the "
+                            "chain disagree", kind="divergence")
+                size += len(batch)
+            x.run(_INSERT_BLOCK, (block, block_hash, size))
+            return size
+
         try:
-            with self.engine.begin() as conn:
-                size = conn.execute(_HEAD).one()[0]
-                newest = conn.execute(sa.select(sa.func.max(t.fabric_blocks.c.number))).scalar()
-                if newest is not None and block <= newest:
-                    return int(size)  # another process took this block in first
-                if block != (0 if newest is None else newest + 1):
-                    raise IntegrityFault(f"block {block} follows block {newest} in this log: "
-                                         "blocks must be taken in one by one, in order",
-                                         kind="divergence")
-                if batch:
-                    outcomes = self._append_locked(conn, [e for e, _ in batch],
-                                                   [ts for _, ts in batch])
-                    for (signed, _), outcome in zip(batch, outcomes, strict=True):
-                        if isinstance(outcome, LedgerError) or outcome.duplicate:
-                            why = outcome if isinstance(outcome, LedgerError) else "a duplicate"
-                            raise IntegrityFault(
-                                f"block {block}: event {signed.event_id} is VALID on the chain "
-                                f"but this log refuses it ({why}); the derived log and the "
-                                "chain disagree", kind="divergence")
-                    size += len(batch)
-                conn.execute(sa.insert(t.fabric_blocks),
-                             {"number": block, "hash": block_hash, "size": size})
-                return int(size)
-        except DBAPIError as exc:
+            return self._transaction(work)
+        except (DBAPIError, self._dbapi.Error) as exc:
             self._frontier = self._map = None
-            raise describe_database_error(exc) from None
+            if isinstance(exc, DBAPIError):
+                raise describe_database_error(exc) from None
+            raise describe_database_error(DBAPIError(None, None, exc)) from None
         except BaseException:
             self._frontier = self._map = None
             raise
@@ -401,83 +686,158 @@ class SqlStore:
                                ).first()
             if row is None:
                 return None
-            note = conn.execute(_FIRST_CHECKPOINT_AFTER, {"idx": row.idx}).scalar_one()
+            note = conn.execute(_FIRST_CHECKPOINT_AFTER_CORE, {"idx": row.idx}).scalar_one()
         nonce = self.state("nonce/" + Entry.from_leaf(blob(row.leaf)).signed.event.nonce)
         return AppendResult(row.idx, blob(row.leaf_hash), row.event_id, row.ledger_time,
                             str(note), dict((nonce or {}).get("result", {})),
                             duplicate=duplicate)
 
-    def _append_locked(self, conn: Connection, batch: Sequence[SignedEvent],
+    def _append_locked(self, x: Exec, head: _Head, batch: Sequence[SignedEvent],
                        times: Sequence[int] | None = None) -> list[AppendResult | LedgerError]:
         """Apply ``batch`` in order. The ledger time is the clock's, or with ``times`` the
-        given time of each event, never below the time of the entry before it."""
-        query = _HEAD_FOR_UPDATE if conn.dialect.name == "postgresql" else _HEAD
-        size, last_time = conn.execute(query).one()
-        frontier = self._load_frontier(conn, size)
-        cache = self._map_cache(conn, size)
-        view = _SqlView(conn, cache)
+        given time of each event, never below the time of the entry before it.
+
+        Every row of the batch is written with one ``executemany`` per table after the
+        rules have run: the entries, their Merkle nodes, refs, state, the state history
+        and the state-map nodes, ONE signed checkpoint for the whole batch and the head.
+        """
+        size, last_time = head.size, head.last_time
+        frontier = self._load_frontier(x, size)
+        cache = self._map_cache(x, size, head.note)
+        view = _SqlView(x, cache)
+        for key in head.keys:  # unmapped (nonce/) records read with the head
+            value = head.state.get(key)
+            view._read[key] = None if value is None else dict(json.loads(value))
         now = max(self.clock(), last_time) if times is None else last_time
         # One outcome per event; accepted ones are filled in once the checkpoint is signed.
         outcomes: list[AppendResult | LedgerError | None] = []
-        accepted: list[tuple[int, bytes, str, dict[str, Any]]] = []  # slot, hash, id, result
-        rows: list[dict[str, Any]] = []
-        node_rows: list[dict[str, Any]] = []
-        ref_rows: list[dict[str, Any]] = []
-        for n, signed in enumerate(batch):
-            index = size + len(accepted)
-            if times is not None:
-                now = max(times[n], now)
-            try:
-                dup = self._duplicate(conn, view, signed, size)
-                if dup is not None:
-                    outcomes.append(dup)
+        accepted: list[tuple[int, bytes, str, int, dict[str, Any]]] = []
+        rows: list[tuple[int, bytes, bytes, str, int]] = []
+        node_rows: list[tuple[int, int, bytes]] = []
+        ref_rows: list[tuple[str, int]] = []
+        pending = view.pending
+        with self._signatures_ahead(view, batch):
+            for n, signed in enumerate(batch):
+                index = size + len(accepted)
+                if times is not None:
+                    now = max(times[n], now)
+                try:
+                    dup = self._duplicate(x, view, signed, size)
+                    if dup is not None:
+                        outcomes.append(dup)
+                        continue
+                    if index == 0:
+                        self._check_genesis_origin(signed)
+                    leaf = leaf_bytes(index, now, signed)
+                    leaf_hash = merkle.leaf_hash(leaf)
+                    effects = apply(view, signed, Context(index, now, leaf_hash))
+                except LedgerError as exc:
+                    outcomes.append(exc)
                     continue
-                if index == 0:
-                    self._check_genesis_origin(signed)
-                leaf = Entry(index, now, signed).leaf_bytes()
-                leaf_hash = merkle.leaf_hash(leaf)
-                effects = apply(view, signed, Context(index, now, leaf_hash))
-            except LedgerError as exc:
-                outcomes.append(exc)
-                continue
-            view.pending.update(effects.writes)
-            accepted.append((len(outcomes), leaf_hash, signed.event_id, effects.result))
-            outcomes.append(None)
-            rows.append({"idx": index, "leaf": leaf, "leaf_hash": leaf_hash,
-                         "event_id": signed.event_id, "ledger_time": now})
-            node_rows += [{"level": lv, "idx": i, "hash": h}
-                          for lv, i, h in frontier.append(leaf_hash)]
-            ref_rows += [{"ref": r, "idx": index} for r in dict.fromkeys(effects.refs)]
+                pending.update(effects.writes)
+                event_id = signed.event_id
+                accepted.append((len(outcomes), leaf_hash, event_id, now, effects.result))
+                outcomes.append(None)
+                rows.append((index, leaf, leaf_hash, event_id, now))
+                node_rows += frontier.append(leaf_hash)
+                ref_rows += [(r, index) for r in dict.fromkeys(effects.refs)]
+        note = None
         if accepted:
             new_size = size + len(accepted)
-            encoded = {k: canonical(v).decode() for k, v in view.pending.items()}
-            map_root = cache.commit(conn, view.pending, new_size, encoded)
-            note = self._checkpoint(frontier, map_root)
-            conn.execute(_INSERT_ENTRIES, rows)
-            conn.execute(_INSERT_NODES, node_rows)
-            if ref_rows:
-                conn.execute(_INSERT_REFS, ref_rows)
-            self._write_state(conn, encoded, new_size - 1)
-            conn.execute(_INSERT_CHECKPOINT, [{"size": new_size, "note": note}])
-            conn.execute(_UPDATE_HEAD, {"new_size": new_size, "new_time": now})
-            for n, (slot, leaf_hash, event_id, result) in enumerate(accepted):
-                outcomes[slot] = AppendResult(size + n, leaf_hash, event_id,
-                                              rows[n]["ledger_time"], note, result)
+            encoded = {k: canonical(v).decode() for k, v in pending.items()}
+            with x.pipeline():
+                map_root = cache.commit(x, pending, new_size, encoded)
+                cp = self._checkpoint(frontier, map_root)
+                note = sign_checkpoint(cp, self.signer)  # type: ignore[arg-type]
+                x.many(_INSERT_ENTRIES, rows)
+                x.many(_INSERT_NODES, node_rows)
+                x.many(_INSERT_REFS, ref_rows)
+                x.many(_UPSERT_STATE, [(k, v, new_size - 1,
+                                        bucket_of(k) if vmap.mapped(k) else None)
+                                       for k, v in encoded.items()])
+                x.run(_INSERT_CHECKPOINT, (new_size, note))
+                x.run(_UPDATE_HEAD, (new_size, now))
+            for n, (slot, leaf_hash, event_id, at, result) in enumerate(accepted):
+                outcomes[slot] = AppendResult(size + n, leaf_hash, event_id, at, note, result)
+            # The checkpoint this process signed needs no signature check later.
+            self._checked = (note, cp)
         self._frontier, self._map = frontier, cache
-        if accepted:  # the checkpoint this process signed needs no signature check later
-            self._checked = (note, Checkpoint.parse(split_note(note)[0]))
         return [o for o in outcomes if o is not None]
 
-    def _map_cache(self, conn: Connection, size: int) -> MapCache:
+    @contextlib.contextmanager
+    def _signatures_ahead(self, view: _SqlView, batch: Sequence[SignedEvent]) -> Iterator[None]:
+        """For a large batch, check its signatures in worker processes while the rules
+        run, in order, over the events before them.
+
+        Each event's key is guessed from the state before the batch (its signer's
+        enrolled key); the rules still make every signature check themselves, in their
+        order, and :func:`ledger._sodium.known_results` answers a check from a worker's
+        result only for exactly the triple the worker checked (else, e.g. for a key
+        enrolled earlier in the same batch, the check runs here). So the outcome of each
+        event, refusals included, is the one of a serial check."""
+        pool = self._verify_pool() if len(batch) >= PARALLEL_VERIFY_MIN else None
+        if pool is None:
+            yield
+            return
+        from ledger._sodium import known_results
+
+        triples: list[tuple[bytes, bytes, bytes]] = []
+        keys: dict[str, bytes | None] = {}
+        for signed in batch:
+            signer = signed.event.signer
+            try:  # a guess only: whatever fails here fails again, in order, in the rules
+                if signer not in keys:
+                    actor = view.get("actor/" + signer)
+                    keys[signer] = None if actor is None else \
+                        base64.b64decode(actor["public_key"], validate=True)
+                key = keys[signer]
+                if key is not None:
+                    triples.append((key, signed.event.signing_bytes(), signed.signature))
+            except (LedgerError, KeyError, TypeError, ValueError):
+                keys[signer] = None
+        with self._pool_lock:
+            chunks = [(triples[i:i + VERIFY_CHUNK], pool.submit(triples[i:i + VERIFY_CHUNK]))
+                      for i in range(0, len(triples), VERIFY_CHUNK)]
+            where = {(pk, sig): (msg, result, pos) for part, result in chunks
+                     for pos, (pk, msg, sig) in enumerate(part)}
+
+            def lookup(public_key: bytes, message: bytes, signature: bytes) -> bool | None:
+                found = where.get((public_key, signature))
+                if found is None or found[0] != message:
+                    return None
+                return found[2] not in found[1]()
+
+            try:
+                with known_results(lookup):
+                    yield
+            finally:
+                for _, result in chunks:  # collect every answer: the pool is reused
+                    result()
+
+    def _verify_pool(self) -> Any:
+        """The worker pool for :meth:`_signatures_ahead`, or None where it cannot help
+        (one core) or does not exist."""
+        with self._pool_lock:
+            if self._pool is None:
+                try:
+                    from ledger.parallel_verify import VerifyPool, available_cores
+                except ImportError:  # pragma: no cover - older tree
+                    self._pool = False
+                else:
+                    self._pool = VerifyPool(start_after=0) if available_cores() > 1 \
+                        else False
+            return self._pool or None
+
+    def _map_cache(self, x: Exec, size: int, note: str | None) -> MapCache:
         """The verified state-map cache for this batch, checked against the latest
-        checkpoint's signature and its state-map root."""
+        checkpoint's signature and its state-map root (``note``: the checkpoint of the
+        log's size, read with the head)."""
         if size == 0:
             return MapCache(None)
-        note = conn.execute(_CHECKPOINT_AT, {"size": size}).scalar_one_or_none()
         if note is None:
             raise IntegrityFault(f"the log has {size} entries but no checkpoint of that size; "
                                  "writes are refused (run 'custody audit')", kind="checkpoint")
-        cp = self._verified(str(note))
+        cp = self._verified(note)
         if cp.size != size:
             raise IntegrityFault(f"the latest checkpoint covers {cp.size} entries, the log has "
                                  f"{size}; writes are refused", kind="checkpoint")
@@ -487,7 +847,7 @@ class SqlStore:
             return cached
         cache = MapCache(root)
         if root is None:  # a ledger from before the state map: map its state once
-            cache.bootstrap(conn, size)
+            cache.bootstrap(x, size)
         return cache
 
     def _verified(self, note: str) -> Checkpoint:
@@ -508,7 +868,7 @@ class SqlStore:
         self._checked = (note, cp)
         return cp
 
-    def _duplicate(self, conn: Connection, view: _SqlView, signed: SignedEvent,
+    def _duplicate(self, x: Exec, view: _SqlView, signed: SignedEvent,
                    size: int) -> AppendResult | None:
         """Idempotent retry: the same signed event again returns the original receipt."""
         used = view.get("nonce/" + signed.event.nonce)
@@ -517,10 +877,10 @@ class SqlStore:
         if used["index"] >= size:  # written by this very batch
             raise Conflict("duplicate-in-batch", f"event {signed.event_id} is twice "
                            f"in one batch (first at index {used['index']})")
-        row = conn.execute(_NONCE_ENTRY, {"idx": used["index"]}).one()
-        note = conn.execute(_FIRST_CHECKPOINT_AFTER, {"idx": row.idx}).scalar_one()
-        return AppendResult(row.idx, row.leaf_hash, row.event_id, row.ledger_time, note,
-                            dict(used.get("result", {})), duplicate=True)
+        idx, leaf_hash, event_id, ledger_time = x.one(_ENTRY_AT, (used["index"],))
+        (note,) = x.one(_FIRST_CHECKPOINT_AFTER, (idx,))
+        return AppendResult(int(idx), blob(leaf_hash), str(event_id), int(ledger_time),
+                            str(note), dict(used.get("result", {})), duplicate=True)
 
     def _check_genesis_origin(self, signed: SignedEvent) -> None:
         assert self.signer is not None  # noqa: S101 - checked by append_many
@@ -528,26 +888,18 @@ class SqlStore:
             raise InvalidInput(f"the log key is named {self.signer.name!r} but the genesis "
                                f"origin is {signed.event.origin!r}")
 
-    def _checkpoint(self, frontier: merkle.Frontier, map_root: bytes) -> str:
+    def _checkpoint(self, frontier: merkle.Frontier, map_root: bytes) -> Checkpoint:
         assert self.signer is not None  # noqa: S101 - checked by append_many
-        cp = Checkpoint(self.signer.name, frontier.size, frontier.root(),
-                        (vmap.extension_line(map_root),))
-        return sign_checkpoint(cp, self.signer)
+        return Checkpoint(self.signer.name, frontier.size, frontier.root(),
+                          (vmap.extension_line(map_root),))
 
-    def _write_state(self, conn: Connection, encoded: dict[str, str], index: int) -> None:
-        if encoded:
-            conn.execute(_UPSERT_STATE,
-                         [{"key": k, "value": v, "idx": index,
-                           "bucket": vmap.bucket_of(k) if vmap.mapped(k) else None}
-                          for k, v in encoded.items()])
-
-    def _load_frontier(self, conn: Connection, size: int) -> merkle.Frontier:
+    def _load_frontier(self, x: Exec, size: int) -> merkle.Frontier:
         with self._lock:
             cached = self._frontier
         if cached is not None and cached.size == size:
             return cached.copy()
         plan = merkle.root_plan(size)
-        found = self._nodes(conn, plan)
+        found = _nodes(x, plan)
         return merkle.Frontier(size, [found[n] for n in plan])
 
     # ---- reads --------------------------------------------------------------------
@@ -615,7 +967,7 @@ class SqlStore:
                 cache = self._rmap
             if cache is None or cache.root != root:
                 cache = MapCache(root)
-            record = cache.bucket(conn, vmap.bucket_of(key)).get(key)
+            record = cache.bucket(Exec.of(conn), bucket_of(key)).get(key)
         with self._lock:
             self._rmap = cache
         return record
@@ -639,7 +991,8 @@ class SqlStore:
                 raw.close()  # back to the pool
             return None if row is None else dict(json.loads(row[0]))
         with self.reader.connect() as conn:
-            return _SqlView(conn).get(key)
+            conn.execute(_HEAD)  # begin the read transaction
+            return _SqlView(Exec.of(conn)).get(key)
 
     def state_items(self, prefix: str, after: str = "",
                     page: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -683,28 +1036,13 @@ class SqlStore:
                 return
             nxt = int(rows[-1][0])
 
-    def _nodes(self, conn: Connection, plan: Sequence[merkle.NodeId]) -> dict[merkle.NodeId,
-                                                                                bytes]:
-        """Fetch the planned perfect-subtree nodes in ONE constant statement: the whole plan
-        is one bound parameter, joined to ``merkle_nodes`` on its primary key (building an
-        OR expression per call cost ~4 ms; a row-value IN made SQLite scan the table)."""
-        if not plan:
-            return {}
-        if conn.dialect.name == "postgresql":
-            params: dict[str, Any] = {"levels": [lv for lv, _ in plan],
-                                      "idxs": [i for _, i in plan]}
-            rows = conn.execute(_NODES_PG, params).all()
-        else:
-            rows = conn.execute(_NODES_SQLITE, {"plan": json.dumps(list(plan))}).all()
-        return {(int(lv), int(i)): blob(h) for lv, i, h in rows}
-
     def _fetch(self, plan: Sequence[merkle.NodeId], size: int) -> dict[merkle.NodeId, bytes]:
         """The planned nodes, read in one snapshot together with the size check."""
         with self.reader.connect() as conn:
             current = int(conn.execute(_HEAD).one()[0])
             if size > current:
                 raise NotFound(f"the log has {current} entries, not {size}")
-            return self._nodes(conn, plan)
+            return _read_nodes(conn, plan)
 
     def root(self, size: int) -> bytes:
         return merkle.root_at(size, self._fetch(merkle.root_plan(size), size))
@@ -725,7 +1063,7 @@ class SqlStore:
             current = int(conn.execute(_HEAD).one()[0])
             if size > current:
                 raise NotFound(f"the log has {current} entries, not {size}")
-            return map_proof(conn, key, size)
+            return map_proof(Exec.of(conn), key, size)
 
     def bundle(self, *, artefact_id: str | None = None, sha256: str | None = None,
                size: int | None = None) -> tuple[Bundle, list[Fault]]:
