@@ -87,7 +87,11 @@ class GroupCommitter:
         for signed, fut in items:
             if not fut.set_running_or_notify_cancel():
                 continue
-            eid = signed.event_id
+            try:
+                eid = signed.event_id
+            except LedgerError as exc:  # one bad event fails alone, never the writer thread
+                fut.set_exception(exc)
+                continue
             if eid in slots:
                 waiters[slots[eid]].append(fut)
                 continue

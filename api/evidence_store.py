@@ -12,6 +12,7 @@ nothing half-written or mismatched is ever visible (no orphan).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ledger.errors import InvalidInput, NotFound, VerificationError
+from ledger.errors import InvalidInput, NotFound, StorageFull, VerificationError
 from ledger.evidence import Digests, hash_stream
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -97,6 +98,11 @@ class EvidenceStore:
             os.replace(tmp, final)  # same digest => same bytes: replacing is harmless
             fsync_dir(final.parent)
             return digests
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise StorageFull("the evidence store's disk is full, so the upload was not "
+                                  "stored; free some space and retry", retry_after=30) from None
+            raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

@@ -40,6 +40,7 @@ STATUS: tuple[tuple[type[e.LedgerError], int, str], ...] = (
     (e.InvalidSignature, 422, "Invalid signature"),
     (e.VerificationError, 422, "Verification failed"),
     (e.RateLimited, 429, "Too many requests"),
+    (e.StorageFull, 503, "Storage full"),
     (e.Backpressure, 503, "Service busy"),
     (e.UpstreamError, 502, "Upstream failure"),
     (e.IntegrityFault, 500, "Ledger integrity fault"),

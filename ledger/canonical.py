@@ -85,11 +85,25 @@ def parse(data: bytes | str) -> Any:
     return value
 
 
+def _check_text(text: str) -> None:
+    """I-JSON (RFC 7493), which RFC 8785 requires: strings are Unicode text, so a lone
+    surrogate (an escape such as \\ud800, or its raw bytes) is refused."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput("JSON text holds a lone surrogate (U+D800-U+DFFF), which is "
+                               "not Unicode text") from None
+
+
 def _check_depth(value: Any, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise InvalidInput(f"JSON nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
-        for v in value.values():
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k)
             _check_depth(v, depth + 1)
     elif isinstance(value, list):
         for v in value:

@@ -123,6 +123,13 @@ class Backpressure(LedgerError):
         self.retry_after = retry_after
 
 
+class StorageFull(Backpressure):
+    """The disk (file system) holding the ledger or the evidence is full: nothing was
+    written; retry once space has been freed (CLI 5, HTTP 503 with Retry-After)."""
+
+    code = "storage-full"
+
+
 class RateLimited(Backpressure):
     """Too many requests from one address or actor, or too many failed logins: retry
     after ``retry_after`` seconds (HTTP 429)."""

@@ -201,7 +201,12 @@ class SignedEvent:
             raise InvalidInput("sig is not valid base64") from exc
         if len(raw) != _sodium.SIGNATURE_SIZE or base64.b64encode(raw).decode() != sig:
             raise InvalidInput("sig must be the canonical base64 of a 64-byte signature")
-        return cls(Event.from_json(obj["event"]), raw)
+        signed = cls(Event.from_json(obj["event"]), raw)
+        # An event with no RFC 8785 form (a lone surrogate, an integer beyond 2**53, a
+        # number that overflowed to infinity) has no event id: refuse it HERE, not later
+        # wherever its id is first needed (InvalidInput; the encoding is cached).
+        signed.canonical_bytes()
+        return signed
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> SignedEvent:

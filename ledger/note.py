@@ -38,6 +38,10 @@ def check_name(name: str) -> None:
         raise InvalidInput("a key name must be a non-empty string")
     if "+" in name or any(ch.isspace() for ch in name) or _CONTROL.search(name):
         raise InvalidInput(f"key name {name!r} contains a space, '+' or a control character")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"key name {name!r} is not valid Unicode text") from None
 
 
 def key_hash(name: str, alg: int, public_key: bytes) -> bytes:

@@ -11,6 +11,7 @@ that at least 1,000 cases ran.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ from ledger.store.sql import SqlStore
 from tests.api import world as w
 from tests.api.conftest import TestClient
 
-EXAMPLES_PER_OPERATION = 20
+#: Examples per operation and generation mode. CUSTODY_SCHEMATHESIS_EXAMPLES raises it for
+#: a long run (docs/reliability.md records one of >= 10,000 cases).
+EXAMPLES_PER_OPERATION = int(os.environ.get("CUSTODY_SCHEMATHESIS_EXAMPLES", "20"))
 MIN_TOTAL = 1000
 PERSONAS = ("exam-de", "cust-nl", "aud", "exam-us", "admin-de")
 COUNT: dict[str, Any] = {"cases": 0, "by_status": {}}
