@@ -227,8 +227,9 @@ def wal_pages(directory: Path, warm: int = 2000, n: int = 50) -> dict[str, Any]:
         store.append_many(events[:warm // 2])
         for e in events[warm // 2:warm]:
             store.append(e)
-        if store._wal is not None:
-            store._wal.close()
+        checkpointer = getattr(store, "_wal", None)  # the store's own WAL checkpointer
+        if checkpointer is not None:
+            checkpointer.close()
             store._wal = None
         store.engine.dispose()
         sa_event_listen(store.engine)  # writers from now on: no automatic checkpoint

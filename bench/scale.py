@@ -376,10 +376,11 @@ def appends(url: str, artefacts: int, n_single: int, batches: int,
         clock = Clock(int(last) + 1)
         store.clock = clock
         size0 = store.size()
+        # Seeded by the log's size: a kept log (BENCH_SCALE_KEEP) gets new nonces each run.
         events = _events(n_single + 20 + batches * BATCH, artefacts, clock,
-                         f"appends-{url}-{label}")
+                         f"appends-{label}-{size0}")
         warm = _events(max(20, 3 * artefacts) if artefacts <= 1000 else 20, artefacts, clock,
-                       f"warm-{url}-{label}")
+                       f"warm-{label}-{size0}")
         store.append_many(warm[:1000])  # warm-up: statements, frontier, the working set
         for e in events[:20]:
             store.append(e)

@@ -1,14 +1,19 @@
-"""SQL backend (SQLite by default, PostgreSQL supported) on SQLAlchemy 2 Core.
+"""SQL backend (SQLite by default, PostgreSQL supported): engines and reads on SQLAlchemy 2
+Core, the append path on the pooled connection's DBAPI cursor (constant SQL).
 
 Writers are serialised: ``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on the
 single ``head`` row on PostgreSQL. Inside that lock the custody rules run against the
-``state`` table, the entry, its new Merkle nodes, refs and state writes are inserted,
-and a checkpoint over the new root is signed, all in one transaction. Only after the
-commit returns is anything acknowledged.
+``state`` table; the batch's entries, Merkle nodes, refs, state writes, state history and
+state-map nodes are inserted with one multi-row statement per table, and ONE checkpoint
+over the new root is signed, all in one transaction. Only after the commit returns is
+anything acknowledged. A large batch has its signatures checked ahead in worker
+processes (the rules still decide, in order); on SQLite the WAL is copied back into the
+database file by a thread of the writing store, not inside an append's commit.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
@@ -16,6 +21,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,9 +91,10 @@ class WalCheckpointer:
     is durable once its WAL frames are fsynced, before any checkpoint; a checkpoint cut
     short by a crash is finished by SQLite's recovery, as an automatic one would be."""
 
-    def __init__(self, path: Path, interval: float = 0.05) -> None:
+    def __init__(self, path: Path, interval: float = 0.05, idle: float = 1.0) -> None:
         self.path = path
         self.interval = interval
+        self.idle = idle
         self.runs = 0
         self._wake = threading.Event()
         self._closed = False
@@ -107,21 +114,28 @@ class WalCheckpointer:
                     self._thread = threading.Thread(target=self._run, daemon=True,
                                                     name="custody-wal-checkpoint")
                     self._thread.start()
+                    atexit.register(_close_at_exit, weakref.ref(self))  # a store never closed
         self._wake.set()
 
     def _run(self) -> None:
         wake = self._wake
-        conn = None
+        conn: sqlite3.Connection | None = None
         try:
-            with _IN_SQLITE:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=0,
-                                       check_same_thread=False)
             while True:
-                wake.wait()
+                # Idle for a while: let go of the file (its last connection to close then
+                # checkpoints and removes the WAL, as without this thread).
+                if not wake.wait(None if conn is None else self.idle):
+                    with _IN_SQLITE:
+                        conn.close()  # type: ignore[union-attr]
+                    conn = None
+                    continue
                 if self._closed:
                     return
                 wake.clear()
                 with _IN_SQLITE:
+                    if conn is None:
+                        conn = sqlite3.connect(self.path, isolation_level=None, timeout=0,
+                                               check_same_thread=False)
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.runs += 1
                 time.sleep(self.interval)  # gather the next commits' frames
@@ -139,6 +153,12 @@ class WalCheckpointer:
         if thread is not None and self._pid == os.getpid() \
                 and thread is not threading.current_thread():
             thread.join(timeout=10)
+
+
+def _close_at_exit(ref: weakref.ref[WalCheckpointer]) -> None:
+    checkpointer = ref()
+    if checkpointer is not None:
+        checkpointer.close()
 
 
 def make_engine(url: str, *, reader: bool = False) -> Engine:
@@ -428,16 +448,18 @@ class _SqlView:
         self._read: dict[str, Record | None] = {}
 
     def get(self, key: str) -> Record | None:
-        pending = self.pending.get(key)
-        if pending is not None or key in self.pending:
-            return pending
+        pending = self.pending
+        if key in pending:
+            return pending[key]
+        read = self._read
+        if key in read:  # the cache's buckets change only when the batch commits
+            return read[key]
         if self.cache is not None and vmap.mapped(key):
-            return self.cache.bucket(self.x, bucket_of(key)).get(key)
-        if key in self._read:
-            return self._read[key]
-        row = self.x.one(_STATE_VALUE, (key,))
-        record = None if row is None or row[0] is None else dict(json.loads(row[0]))
-        self._read[key] = record
+            record = self.cache.bucket(self.x, bucket_of(key)).get(key)
+        else:
+            row = self.x.one(_STATE_VALUE, (key,))
+            record = None if row is None or row[0] is None else dict(json.loads(row[0]))
+        read[key] = record
         return record
 
 

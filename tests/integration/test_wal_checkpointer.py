@@ -106,3 +106,23 @@ def test_a_child_forked_while_it_checkpoints_can_use_sqlite(sqlite_world: World,
         assert os.WIFEXITED(status)
         assert os.WEXITSTATUS(status) == 0
     assert store._wal.runs > 0
+
+
+def test_an_idle_checkpointer_lets_go_of_the_file(sqlite_world: World, tmp_path: Path) -> None:
+    """Idle, the thread closes its connection: the store's own connections are then the
+    last ones, and closing them checkpoints and removes the WAL as SQLite always did (a
+    CLI command that never closes its store leaves no WAL behind)."""
+    store = sqlite_world.store
+    assert store._wal is not None
+    store._wal.idle = 0.05
+    for _ in range(5):
+        store.append(sqlite_world.access_event())
+    thread = store._wal._thread
+    assert thread is not None
+    time.sleep(0.5)
+    assert thread.is_alive()  # still there, without a connection
+    store.engine.dispose()
+    store.reader.dispose()
+    assert not (tmp_path / "ledger.db-wal").exists()
+    store.append(sqlite_world.access_event())  # and it wakes up again
+    assert store.size() == 16
