@@ -122,9 +122,9 @@ class SecurityConfig:
 
     def summary(self, uploads: bool) -> str:
         """The startup line's list of what is on."""
-        parts = ["TLS" if self.tls else "no TLS (plain HTTP)"]
+        parts: list[str] = []  # TLS and client certificates: api.tls.describe, before this
         if self.mtls:
-            parts.append("client certificates required (organisation checked at login)")
+            parts.append("the client certificate's organisation checked at login")
         if self.rate.per_address or self.rate.per_actor:
             parts.append(f"rate limits {self.rate.per_address:g}/s per address, "
                          f"{self.rate.per_actor:g}/s per actor (burst {self.rate.burst})")

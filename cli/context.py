@@ -57,6 +57,9 @@ class Ctx:
     network: Path | None = None
     #: Fabric: the organisations asked to endorse (``--endorsers``; default all).
     endorsers: list[str] | None = None
+    #: TLS files given on the command line (``--ca``, ``--client-cert``, ``--client-key``;
+    #: absolute paths), overriding those pinned in the home by ``custody join``.
+    tls: dict[str, str] = field(default_factory=dict)
     _store: LedgerStore | None = field(default=None, repr=False)
 
     def loaded(self) -> Home:
@@ -68,6 +71,8 @@ class Ctx:
                 self.home.config["network"] = str(self.network)
             if self.endorsers is not None:
                 self.home.config["fabric_endorsers"] = self.endorsers
+            if self.tls:
+                self.home.config["tls"] = {**self.home.config.get("tls", {}), **self.tls}
         return self.home
 
     #: The acting actor (``--as``); in server mode reads authenticate as this actor.

@@ -62,11 +62,15 @@ SUMMARIES: dict[str, str] = {
     "serve": (
         "Serve this home's ledger over the REST API (OpenAPI at /openapi.json, docs at "
         "/docs). Clients sign events with their own keys; the server holds only the log key. "
-        "A port already in use is invalid usage (exit 2): choose another --port."),
+        "A port already in use is invalid usage (exit 2): choose another --port. With "
+        "--production, listening on anything but a loopback address needs --tls-cert and "
+        "--tls-key."),
     "join": (
         "Prepare this home as a client of a server: create your Ed25519 key HERE (it never "
         "leaves this machine) and print the public key for an admin to enrol with 'custody "
-        "actor enrol … --public-key KEY'."),
+        "actor enrol … --public-key KEY'. For an https server with a private CA give --ca; "
+        "for mutual TLS give --client-cert and --client-key. They are pinned in this home and "
+        "used by every later command; there is never a fallback to plain HTTP."),
     "fetch": (
         "Download the package a transfer carries (sender and receiving agency only). Its "
         "SHA-256 must be the dispatched one (exit 1 and nothing kept otherwise); a transfer "

@@ -88,6 +88,17 @@ def main(
     server: Annotated[str | None, typer.Option(
         envvar="CUSTODY_SERVER", help="Use a Custody Ledger server at this URL instead of the "
         "embedded ledger; events are still signed locally.")] = None,
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", envvar="CUSTODY_CA", metavar="FILE", help="With --server https://…: trust "
+        "this CA (PEM) for the server's certificate instead of the one pinned by 'custody "
+        "join --ca' or the system store.")] = None,
+    client_cert: Annotated[Path | None, typer.Option(
+        "--client-cert", envvar="CUSTODY_CLIENT_CERT", metavar="FILE", help="With --server: "
+        "present this client certificate (mutual TLS) instead of the one pinned at join "
+        "time; needs --client-key.")] = None,
+    client_key: Annotated[Path | None, typer.Option(
+        "--client-key", envvar="CUSTODY_CLIENT_KEY", metavar="FILE",
+        help="The private key of --client-cert.")] = None,
     backend: Annotated[str | None, typer.Option(
         envvar="CUSTODY_BACKEND", metavar="sqlite|fabric",
         help="Where the ledger lives: 'sqlite' (embedded, the default) or 'fabric' (a "
@@ -106,6 +117,9 @@ def main(
     if backend == "fabric" and network is None:
         raise typer.BadParameter("--backend fabric needs --network DIR (the directory of "
                                  "'custody network up')", param_hint="--network")
+    if (client_cert is None) != (client_key is None):
+        raise typer.BadParameter("--client-cert and --client-key go together",
+                                 param_hint="--client-cert")
     if backend == "sqlite" and network is not None:
         raise typer.BadParameter("--network is for --backend fabric", param_hint="--network")
     from cli import context
@@ -114,7 +128,10 @@ def main(
     ctx.obj = context.Ctx(Home.resolve(home), json=json_, server=server,
                           network=None if network is None else network.resolve(),
                           endorsers=None if endorsers is None else
-                          [e.strip().upper() for e in endorsers.split(",") if e.strip()])
+                          [e.strip().upper() for e in endorsers.split(",") if e.strip()],
+                          tls={name: str(path.expanduser().resolve()) for name, path in
+                               (("ca", ca), ("cert", client_cert), ("key", client_key))
+                               if path is not None})
     ctx.call_on_close(ctx.obj.close)
 
 

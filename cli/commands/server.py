@@ -8,6 +8,7 @@ import errno
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,13 +33,31 @@ def serve(
         "--witness-key", metavar="KEY", help="Accept cosignatures only from this witness "
         "(verifier key printed by 'custody witness init'); repeat for several. Without it "
         "any witness may post.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", metavar="FILE", help="TLS certificate chain (PEM); with --tls-key the "
+        "server speaks TLS 1.2+ only (env CUSTODY_TLS_CERT).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", metavar="FILE", help="TLS private key (PEM); refused when group- or "
+        "world-readable (env CUSTODY_TLS_KEY).")] = None,
+    client_ca: Annotated[Path | None, typer.Option(
+        "--client-ca", metavar="FILE", help="Mutual TLS: every client must present a "
+        "certificate from this CA whose organisation (O) is the organisation of the actor "
+        "logging in; needs --security-actor (env CUSTODY_TLS_CLIENT_CA).")] = None,
+    security_actor: Annotated[str | None, typer.Option(
+        "--security-actor", metavar="ID", help="With --client-ca: the actor (role auditor or "
+        "admin, key in this home) whose key signs the log entry recording a refused "
+        "login.")] = None,
     json_: Json = False,
 ) -> None:
     """Serve this home's ledger over the REST API (OpenAPI at /openapi.json, docs at /docs).
     Clients sign events with their own keys; the server holds only the log key. A port
-    already in use is invalid usage (exit 2): choose another --port."""
+    already in use is invalid usage (exit 2): choose another --port. With --production,
+    listening on anything but a loopback address needs --tls-cert and --tls-key."""
+    from api.server import check_exposure, startup_line, tls_files
     from api.server import serve as run_server
+    from api.server import url as server_url
     from api.settings import Settings
+    from api.tls import server_context
     from ledger import keys
 
     home = context.get(ctx).loaded()
@@ -61,19 +80,35 @@ def serve(
     secret = os.environ.get("CUSTODY_TOKEN_SECRET")
     if secret:
         values["token_secret"] = secret
+    for name, given in (("tls_cert", tls_cert), ("tls_key", tls_key),
+                        ("tls_client_ca", client_ca)):
+        if given is not None:
+            values[name] = _readable(given, "--" + name.replace("tls_client_ca", "client-ca")
+                                     .replace("_", "-"))
+    if security_actor:
+        key_path = home.actor_key_path(security_actor)
+        if not key_path.is_file():
+            raise InvalidInput(f"no key for the security actor {security_actor} in this home "
+                               f"({key_path})")
+        values |= {"security_actor": security_actor, "security_actor_key": key_path}
     try:
         settings = Settings(**values)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise InvalidInput(str(exc).splitlines()[-1] if str(exc) else "invalid settings") \
-            from exc
+        raise InvalidInput(settings_error(exc)) from None
+    check_exposure(host, settings)
+    files = tls_files(settings)
+    if files is not None:
+        server_context(files)  # a readable key or a bad pair: one sentence before binding
     check_port_free(host, port)
     backend = "fabric" if settings.fabric_network else settings.database_url.split(":", 1)[0]
     if context.want_json(ctx, json_):
-        context.emit_json({"origin": home.origin, "url": f"http://{host}:{port}",
-                           "database": backend})
+        context.emit_json({"origin": home.origin, "url": server_url(host, port, settings),
+                           "database": backend, "tls": files is not None,
+                           "mutual_tls": settings.tls_client_ca is not None})
         sys.stdout.flush()
     else:
-        context.err_console.print(f"Serving {home.origin} on http://{host}:{port} ({backend})")
+        context.err_console.print(f"{startup_line(host, port, settings)} ({backend})",
+                                  markup=False, highlight=False)
     try:
         run_server(host, port, settings)
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind (a race with the check)
@@ -82,6 +117,29 @@ def serve(
                                "address of this machine); choose another --port or --host") \
                 from None
         raise
+
+
+def settings_error(exc: ValueError) -> str:
+    """One sentence from a settings validation error (pydantic's first message)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        msg = str(first.get("msg", "")).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"invalid server settings: {msg}" + (f" ({where})" if where else "")
+    return f"invalid server settings: {exc}"
+
+
+def _readable(path: Path, option: str) -> Path:
+    """An existing, readable file given on the command line (one sentence otherwise)."""
+    path = path.expanduser().resolve()
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {option} {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -110,25 +168,42 @@ def join(
                                           "enrol it).")],
     no_passphrase: Annotated[bool, typer.Option("--no-passphrase", help="Store the key "
                                                 "unencrypted (0600 only).")] = False,
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", metavar="FILE", help="CA certificate(s) (PEM) the server's certificate must "
+        "chain to, instead of the system store; copied into this home and used from then "
+        "on.")] = None,
+    client_cert: Annotated[Path | None, typer.Option(
+        "--client-cert", metavar="FILE", help="Your agency's client certificate chain (PEM) "
+        "for a server that requires mutual TLS; copied into this home.")] = None,
+    client_key: Annotated[Path | None, typer.Option(
+        "--client-key", metavar="FILE", help="Its private key (PEM, not group- or "
+        "world-readable); copied into this home with mode 0600.")] = None,
     json_: Json = False,
 ) -> None:
     """Prepare this home as a client of a server: create your Ed25519 key HERE (it never
     leaves this machine) and print the public key for an admin to enrol with
-    'custody actor enrol … --public-key KEY'."""
+    'custody actor enrol … --public-key KEY'. For an https server with a private CA give
+    --ca; for mutual TLS give --client-cert and --client-key. They are pinned in this home
+    and used by every later command; there is never a fallback to plain HTTP."""
     from ledger import _sodium, keys
     from ledger.events import check_id
-    from ledger.store.remote import RemoteStore
+    from ledger.store.remote import ClientTls, RemoteStore
 
     c = context.get(ctx)
     home = c.home
     check_id(actor_id, "actor id")
+    given = client_tls_files(ca, client_cert, client_key)
     if home.exists:
         home.load()
         if home.config.get("server") != server:
             raise InvalidInput(f"{home.path} already holds a ledger or another server's "
                                "configuration; choose another --home")
+        if any(given.values()):
+            raise InvalidInput(f"{home.path} already joined {server}; its TLS files are "
+                               f"pinned there (replace them under {home.path / 'tls'})")
     else:
-        probe = RemoteStore(server, token=None)
+        probe = RemoteStore(server, token=None, tls=ClientTls(
+            given["ca"], given["cert"], given["key"]) if any(given.values()) else None)
         try:
             info = probe.log_info()
         finally:
@@ -141,13 +216,17 @@ def join(
     path = home.actor_key_path(actor_id)
     if path.exists():
         raise InvalidInput(f"a local key for {actor_id} already exists at {path}")
+    passphrase = new_passphrase(no_passphrase, f"actor {actor_id}")
+    if any(given.values()):
+        home.config["tls"] = pin_tls_files(home.path, given)
     seed = os.urandom(32)
-    keys.write_key(path, actor_id, seed, new_passphrase(no_passphrase, f"actor {actor_id}"))
+    keys.write_key(path, actor_id, seed, passphrase)
     home.save()
     public_key = base64.b64encode(_sodium.public_key_from_seed(seed)).decode()
     out = {"home": str(home.path), "server": server, "origin": home.origin,
            "actor": actor_id, "public_key": public_key,
-           "verifier_key": home.config["log_key"]}
+           "verifier_key": home.config["log_key"],
+           "tls": {k: str(home.path / v) for k, v in home.config.get("tls", {}).items()}}
     if context.want_json(ctx, json_):
         context.emit_json(out)
         return
@@ -156,3 +235,46 @@ def join(
                           "it with the operator's out of band")
     context.console.print(f"Ask an admin to enrol it:\n  custody actor enrol --id {actor_id} "
                           f"--org ORG --name NAME --role ROLE --public-key {public_key}")
+
+
+_TLS_NAMES = {"ca": "ca.pem", "cert": "client-cert.pem", "key": "client-key.pem"}
+
+
+def client_tls_files(ca: Path | None, cert: Path | None, key: Path | None
+                     ) -> dict[str, Path | None]:
+    """The client's TLS files as given to ``join``, checked: readable, a certificate and
+    its key together, the key not readable by others (one sentence, exit 2)."""
+    if (cert is None) != (key is None):
+        raise InvalidInput("--client-cert and --client-key go together")
+    given = {"ca": ca, "cert": cert, "key": key}
+    for name, path in list(given.items()):
+        if path is None:
+            continue
+        option = {"ca": "--ca", "cert": "--client-cert", "key": "--client-key"}[name]
+        path = given[name] = _readable(path, option)
+        if name == "key" and path.stat().st_mode & 0o077:
+            raise InvalidInput(f"the client key {path} is readable by other users; "
+                               f"run: chmod 600 {path}")
+    return given
+
+
+def pin_tls_files(home_path: Path, given: dict[str, Path | None]) -> dict[str, str]:
+    """Copy the given TLS files into ``HOME/tls/`` (the key 0600) and return the home
+    config's ``tls`` member (paths relative to the home)."""
+    folder = home_path / "tls"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pinned: dict[str, str] = {}
+    for name, source in given.items():
+        if source is None:
+            continue
+        target = folder / _TLS_NAMES[name]
+        tmp = target.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o600 if name == "key" else 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(source.read_bytes())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+        pinned[name] = f"tls/{_TLS_NAMES[name]}"
+    return pinned
