@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from ledger.errors import InvalidInput, NotFound, StorageFull, VerificationError
 from ledger.evidence import Digests, hash_stream
+from ledger.fsutil import fsync_dir as fsync_dir  # re-exported for api.package_store
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 Chunks = Callable[[], bytes | None]  # next chunk of the body, None at the end
@@ -106,11 +107,3 @@ class EvidenceStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

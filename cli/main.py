@@ -9,11 +9,6 @@ from typing import Annotated
 
 import typer
 
-try:  # typer >= 0.20 vendors its own click (and does not install the click package)
-    from typer._click import exceptions as _click_exceptions
-except ImportError:  # pragma: no cover - older typer depends on click itself
-    from click import exceptions as _click_exceptions
-
 from cli.errors import BACKEND, EXIT_CODES_HELP, INVALID, NOT_FOUND, exit_code
 from cli.help_index import SUMMARIES
 from cli.lazy import Lazy, LazyGroup
@@ -147,7 +142,7 @@ def run(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except typer.Abort:
         return _say("aborted", INVALID)
-    except _click_exceptions.ClickException as exc:
+    except typer.TyperException as exc:  # click's errors (typer vendors click)
         # One sentence like every other error, not click's usage block.
         return _say(_click_message(exc), INVALID)
     except FileNotFoundError as exc:
@@ -174,11 +169,12 @@ def _say(message: str, code: int) -> int:
     return code
 
 
-def _click_message(exc: _click_exceptions.ClickException) -> str:
-    """Click's message on one line, naming the command when it is a usage error."""
+def _click_message(exc: typer.TyperException) -> str:
+    """Click's message on one line, naming the command when it is a usage error (only a
+    usage error carries the context of its command)."""
     message = " ".join(exc.format_message().split())
     command = getattr(getattr(exc, "ctx", None), "command_path", None)
-    if isinstance(exc, _click_exceptions.UsageError) and command:
+    if command:
         return f"{message} (see '{command} --help')"
     return message
 

@@ -89,7 +89,9 @@ from ledger.errors import (
     UpstreamError,
     VerificationError,
 )
+from ledger.fsutil import fsync_dir
 from ledger.home import Home, now_ms
+from ledger.trust import verify_or_refuse
 
 FORMAT = "custody-backup/v1"
 MANIFEST = "manifest.json"
@@ -379,16 +381,6 @@ def _sha256_file(path: Path, progress: Progress, phase: str) -> tuple[str, int]:
     return digest.hexdigest(), done
 
 
-def _fsync_dir(folder: Path) -> None:
-    if sys.platform == "win32":  # pragma: no cover
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _HashingWriter(io.RawIOBase):
     """A write-only file that hashes what it writes and counts it (``tell`` included,
     which :mod:`tarfile` asks for)."""
@@ -571,7 +563,7 @@ def _write_archive(out: Path, manifest: Manifest, payload: Path, *, force: bool,
                 raise RestoreRefused("output-exists", f"{out} already exists; pass --force "
                                      "to replace it, or choose another file") from None
             tmp.unlink()
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -786,12 +778,10 @@ def _check_manifest(manifest: Manifest, home: Home, log_key: str) -> Checkpoint:
             f"the backup is of the ledger {manifest.origin!r} with the log key "
             f"{manifest.log_key}, but this home pins {log_key}: it is another ledger's "
             "backup, so it is not restored here")
-    try:
-        cp = verify_checkpoint(manifest.checkpoint, log_key)
-    except VerificationError as exc:
-        raise CheckpointRefused(
-            f"the backup's checkpoint does not verify with the log key pinned in this home "
-            f"({exc.message}); nothing was restored", "unverified") from None
+    cp = verify_or_refuse(
+        manifest.checkpoint, log_key, "unverified",
+        "the backup's checkpoint does not verify with the log key pinned in this home",
+        "; nothing was restored")
     if cp.size != manifest.tree_size or cp.root.hex() != manifest.root \
             or cp.origin != manifest.origin or cp.origin != home.origin:
         raise VerificationError(
@@ -856,13 +846,11 @@ def _against_kept(store: Any, cp: Checkpoint, kept_note: str | None, log_key: st
     older, acknowledged entries lost)."""
     if kept_note is None:
         return None, False, 0
-    try:
-        kept = verify_checkpoint(kept_note, log_key)
-    except VerificationError as exc:
-        raise CheckpointRefused(
-            f"the checkpoint this home kept does not verify with its pinned log key "
-            f"({exc.message}): the file was edited, so the backup cannot be compared with "
-            "it; nothing was restored", "kept-invalid") from None
+    kept = verify_or_refuse(
+        kept_note, log_key, "kept-invalid",
+        "the checkpoint this home kept does not verify with its pinned log key",
+        ": the file was edited, so the backup cannot be compared with it; nothing was "
+        "restored")
     if cp.size >= kept.size:
         root = store.root(kept.size)
         same = _checkpoint_at(store, kept.size)
@@ -1079,7 +1067,7 @@ def _swap_sqlite(db: Path, restored: Path, stamp: str, progress: Progress) -> Pa
             if stray.exists():
                 stray.rename(db.with_name(f"{db.name}.before-restore-{stamp}{suffix}"))
         os.replace(restored, db)
-        _fsync_dir(db.parent)
+        fsync_dir(db.parent)
         return None
     aside = db.with_name(f"{db.name}.before-restore-{stamp}")
     n = 1
@@ -1119,7 +1107,7 @@ def _swap_sqlite(db: Path, restored: Path, stamp: str, progress: Progress) -> Pa
         except OSError:  # no hard links on this file system: two renames instead
             os.rename(db, aside)
         os.replace(restored, db)
-        _fsync_dir(db.parent)
+        fsync_dir(db.parent)
     finally:
         with contextlib.suppress(sqlite3.Error):
             conn.rollback()

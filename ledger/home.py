@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import CheckpointRefused, InvalidInput, NotFound, VerificationError
+from ledger.fsutil import fsync_dir
 
 if TYPE_CHECKING:  # imported where used: a command that needs no key or store stays light
     from ledger.note import NoteSigner
@@ -311,12 +312,7 @@ def _write_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    if sys.platform != "win32":
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    fsync_dir(path.parent)
 
 
 def open_store(home: Home, *, writable: bool = True, create: bool = False,

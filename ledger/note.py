@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger import _sodium
-from ledger.errors import InvalidInput, InvalidSignature, VerificationError
+from ledger.errors import InvalidInput, InvalidSignature, LedgerError, VerificationError
 
 ALG_ED25519 = 0x01
 """Signature type of plain Ed25519 note signatures — signed-note §Signature types."""
@@ -133,12 +133,19 @@ def _check_text(text: str) -> None:
         raise InvalidInput("a note text must be a non-empty string ending in a newline")
     if _CONTROL.search(text):
         raise InvalidInput("a note text must not contain control characters other than newline")
+    _check_encoded(text, InvalidInput, "a note text must be valid UTF-8",
+                   f"a note text is limited to {MAX_NOTE_BYTES} bytes")
+
+
+def _check_encoded(note: str, error: type[LedgerError], not_utf8: str, too_large: str) -> None:
+    """``note`` encodes to UTF-8 in at most :data:`MAX_NOTE_BYTES` bytes (signed-note
+    §Format), else ``error`` with the message ``not_utf8`` or ``too_large``."""
     try:
-        size = len(text.encode("utf-8"))
+        size = len(note.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidInput("a note text must be valid UTF-8") from None
+        raise error(not_utf8) from None
     if size > MAX_NOTE_BYTES:
-        raise InvalidInput(f"a note text is limited to {MAX_NOTE_BYTES} bytes")
+        raise error(too_large)
 
 
 def parse_signature_line(line: str) -> SignatureLine:
@@ -164,12 +171,8 @@ def split_note(note: str) -> tuple[str, list[SignatureLine]]:
     """
     if not isinstance(note, str):
         raise VerificationError("malformed note: not a string")
-    try:
-        size = len(note.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise VerificationError("malformed note: not valid UTF-8") from None
-    if size > MAX_NOTE_BYTES:
-        raise VerificationError(f"malformed note: larger than {MAX_NOTE_BYTES} bytes")
+    _check_encoded(note, VerificationError, "malformed note: not valid UTF-8",
+                   f"malformed note: larger than {MAX_NOTE_BYTES} bytes")
     if _CONTROL.search(note):
         raise VerificationError("malformed note: contains a control character")
     cut = note.rfind("\n\n")

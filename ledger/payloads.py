@@ -62,6 +62,15 @@ Role = Literal["examiner", "custodian", "prosecutor", "court", "auditor", "admin
 assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]  # noqa: S101
 
 
+def _no_repeats(what: str) -> AfterValidator:
+    """A list validator: no item twice (``what`` names the items in the error)."""
+    def check(values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"{what} must not repeat")
+        return values
+    return AfterValidator(check)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -88,15 +97,8 @@ class ActorInfo(_Strict):
     id: Id
     org: Id
     name: Name
-    roles: Annotated[list[Role], Field(min_length=1, max_length=6)]
+    roles: Annotated[list[Role], Field(min_length=1, max_length=6), _no_repeats("roles")]
     public_key: PublicKeyB64
-
-    @field_validator("roles")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("roles must not repeat")
-        return v
 
 
 class Genesis(_Strict):
@@ -219,16 +221,9 @@ class Package(_Strict):
     #: The key id of the receiving organisation's current encryption key.
     recipient: KeyId
     #: Further key ids of the SENDING organisation the package is also sealed to.
-    also_to: Annotated[list[KeyId], Field(max_length=10)] = []
+    also_to: Annotated[list[KeyId], Field(max_length=10), _no_repeats("key ids")] = []
     #: Digests of the plaintext (the evidence bytes inside the package).
     digests: dict[str, str]
-
-    @field_validator("also_to")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("key ids must not repeat")
-        return v
 
     @field_validator("digests")
     @classmethod

@@ -41,7 +41,6 @@ import hmac
 import importlib
 import os
 import stat
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ import pyrage  # type: ignore[import-untyped]  # no stubs: used through the few 
 
 from ledger.errors import InvalidInput, NotFound, VerificationError
 from ledger.evidence import Digests, HashWorker
+from ledger.fsutil import fsync_dir
 
 __all__ = ["FORMAT", "REASONS", "Opened", "PackageRejected", "Sealed", "open_package",
            "recipient_of", "seal"]
@@ -133,13 +133,7 @@ def seal(src: Path, out: Path, recipients: Sequence[str], progress: Progress | N
     plain = _Hashing(("sha256", "sha512", *(("blake3",) if blake3 else ())))
     package = _Hashing(("sha256",))
     try:
-        try:
-            fin = open(src, "rb", buffering=_IO_BUFFER)  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise NotFound(f"no such file: {src}") from None
-        except OSError as exc:
-            raise InvalidInput(f"cannot open {src}: {exc.strerror or exc}") from None
-        with fin, _TempFile(out) as tmp:
+        with _open_input(src) as fin, _TempFile(out) as tmp:
             reader = _Reader(fin, plain, progress, what=str(src))
             writer = _Writer(tmp.file, package, what=str(out))
             try:
@@ -187,13 +181,7 @@ def open_package(package: Path, identities: Sequence[str], dest: Path, *,
     plain = _Hashing(names)
     pack = _Hashing(("sha256",))
     try:
-        try:
-            fin = open(package, "rb", buffering=_IO_BUFFER)  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise NotFound(f"no such file: {package}") from None
-        except OSError as exc:
-            raise InvalidInput(f"cannot open {package}: {exc.strerror or exc}") from None
-        with fin, _TempFile(dest) as tmp:
+        with _open_input(package) as fin, _TempFile(dest) as tmp:
             reader = _Reader(fin, pack, progress, what=str(package))
             writer = _Writer(tmp.file, plain, what=str(dest))
             failure: Exception | None = None
@@ -310,6 +298,16 @@ def _check_package(path: Path) -> None:
         raise InvalidInput(f"{path} is not a regular file: a package is a file")
 
 
+def _open_input(path: Path) -> BinaryIO:
+    """``path`` opened for one buffered read (the caller closes it)."""
+    try:
+        return open(path, "rb", buffering=_IO_BUFFER)
+    except FileNotFoundError:
+        raise NotFound(f"no such file: {path}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot open {path}: {exc.strerror or exc}") from None
+
+
 def _check_new(path: Path) -> None:
     if os.path.lexists(path):
         raise InvalidInput(f"{path} exists; refusing to overwrite it (choose another name)")
@@ -368,23 +366,13 @@ class _TempFile:
                                        "overwrite it") from None
                 os.rename(self.name, self.target)
             self.name.unlink(missing_ok=True)
-            _fsync_dir(self.target.parent)
+            fsync_dir(self.target.parent)
         except OSError as exc:
             self.name.unlink(missing_ok=True)
             raise InvalidInput(f"cannot write {self.target}: {exc.strerror or exc}") from None
         except BaseException:
             self.name.unlink(missing_ok=True)
             raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    if sys.platform == "win32":  # pragma: no cover
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _io_error(reader: _Reader, writer: _Writer) -> None:

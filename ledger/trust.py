@@ -73,21 +73,16 @@ def update_trusted(kept: str | None, new: str, log_key: str, consistency: Consis
     Raises :class:`CheckpointRefused` on a refusal, and
     :class:`~ledger.errors.InvalidInput` if ``log_key`` is not a verifier key."""
     name = NoteVerifier.from_key(log_key).name
-    try:
-        cp = verify_checkpoint(new, log_key)
-    except VerificationError as exc:
-        raise CheckpointRefused(
-            f"the ledger's checkpoint does not verify with the pinned log key of {name} "
-            f"({exc.message}), so it is not trusted", "unverified") from None
+    cp = verify_or_refuse(
+        new, log_key, "unverified",
+        f"the ledger's checkpoint does not verify with the pinned log key of {name}",
+        ", so it is not trusted")
     if kept is None:
         return TrustDecision(cp, new, True, None, cp)
-    try:
-        old = verify_checkpoint(kept, log_key)
-    except VerificationError as exc:
-        raise CheckpointRefused(
-            f"the checkpoint this client kept does not verify with the pinned log key of "
-            f"{name} ({exc.message}): the file was edited or the key changed, so it is "
-            "not replaced", "kept-invalid") from None
+    old = verify_or_refuse(
+        kept, log_key, "kept-invalid",
+        f"the checkpoint this client kept does not verify with the pinned log key of {name}",
+        ": the file was edited or the key changed, so it is not replaced")
     if cp.size < old.size:
         if older_ok:
             try:
@@ -114,6 +109,18 @@ def update_trusted(kept: str | None, new: str, log_key: str, consistency: Consis
     _prove(consistency, old, cp, f"the ledger's checkpoint (size {cp.size}) does not extend "
            f"the one this client kept (size {old.size})")
     return TrustDecision(cp, new, True, old.size, cp)
+
+
+def verify_or_refuse(note: str, log_key: str, kind: str, refusal: str,
+                     consequence: str) -> Checkpoint:
+    """The checkpoint of ``note``, verified with the pinned ``log_key``
+    (:func:`ledger.checkpoint.verify_checkpoint`); otherwise :class:`CheckpointRefused` of
+    ``kind`` (``unverified`` or ``kept-invalid``) with the message
+    ``"{refusal} ({why it failed}){consequence}"``."""
+    try:
+        return verify_checkpoint(note, log_key)
+    except VerificationError as exc:
+        raise CheckpointRefused(f"{refusal} ({exc.message}){consequence}", kind) from None
 
 
 def _prove(consistency: Consistency, older: Checkpoint, newer: Checkpoint, what: str) -> None:

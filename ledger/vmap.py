@@ -36,7 +36,6 @@ from ledger.canonical import canonical
 from ledger.errors import VerificationError
 
 LEVELS = 16
-BUCKETS = 1 << LEVELS
 ZERO = bytes(32)
 EXTENSION = "custody-map/v1"
 _UNMAPPED = ("nonce/",)
@@ -78,11 +77,6 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 def path_plan(bucket: int) -> list[NodeId]:
     """The sibling nodes on the way from ``bucket`` to the root, lowest first."""
     return [(level, (bucket >> level) ^ 1) for level in range(LEVELS)]
-
-
-def ancestors(bucket: int) -> list[NodeId]:
-    """The nodes from the bucket itself up to and including the root."""
-    return [(level, bucket >> level) for level in range(LEVELS + 1)]
 
 
 def update_nodes(changed: Mapping[int, bytes],

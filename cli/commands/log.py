@@ -112,14 +112,14 @@ def inclusion(
     tree_size = _size(ctx, size)
     if index >= tree_size:
         raise InvalidInput(f"index {index} is not below tree size {tree_size}")
-    hashes = store.inclusion_proof(index, tree_size)
+    hashes = [h.hex() for h in store.inclusion_proof(index, tree_size)]
     out = {"index": index, "tree_size": tree_size,
-           "leaf_hash": store.entry(index).leaf_hash.hex(), "hashes": [h.hex() for h in hashes]}
+           "leaf_hash": store.entry(index).leaf_hash.hex(), "hashes": hashes}
     if context.want_json(ctx, json_):
         context.emit_json(out)
     else:
         typer.echo(f"leaf {index} of {tree_size}: {out['leaf_hash']}")
-        for h in out["hashes"]:
+        for h in hashes:
             typer.echo(h)
 
 
@@ -135,12 +135,12 @@ def consistency(
     new_size = _size(ctx, new)
     if old > new_size:
         raise InvalidInput(f"--old {old} is larger than the new size {new_size}")
-    hashes = context.get(ctx).reader().consistency_proof(old, new_size)
-    out = {"old_size": old, "new_size": new_size, "hashes": [h.hex() for h in hashes]}
+    hashes = [h.hex() for h in context.get(ctx).reader().consistency_proof(old, new_size)]
+    out = {"old_size": old, "new_size": new_size, "hashes": hashes}
     if context.want_json(ctx, json_):
         context.emit_json(out)
     else:
-        for h in out["hashes"]:
+        for h in hashes:
             typer.echo(h)
 
 
@@ -252,7 +252,7 @@ def _remote_audit(store: LedgerStore, pinned: str | None, trusted: str | None,
     rather than reported as a false difference."""
     from ledger.audit import audit as pure_audit
 
-    roles = getattr(store, "caller_roles", set)()
+    roles: set[str] = getattr(store, "caller_roles", set)()
     auditor = "auditor" in roles  # an auditor is shown the whole state: all must match
     for attempt in range(2):
         size = store.size()

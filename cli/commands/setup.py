@@ -67,7 +67,7 @@ def org_key_passphrase(home: Home, admin_id: str, no_passphrase: bool, org: str)
 
 def new_age_identity() -> tuple[str, str]:
     """A new age X25519 identity and its recipient: (``AGE-SECRET-KEY-1…``, ``age1…``)."""
-    import pyrage
+    import pyrage  # type: ignore[import-untyped]  # no stubs (see ledger/seal.py)
 
     identity = pyrage.x25519.Identity.generate()
     return str(identity), str(identity.to_public())

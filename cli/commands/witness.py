@@ -29,6 +29,7 @@ from cli import context
 from cli.commands.setup import new_passphrase
 from cli.options import Json
 from ledger.errors import CheckpointRefused, InvalidInput, NotFound
+from ledger.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from ledger.checkpoint import Checkpoint
@@ -107,11 +108,7 @@ def _write_state(folder: Path, logs: dict[str, str]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, folder / STATE_FILE)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(folder)
 
 
 @contextlib.contextmanager

@@ -474,11 +474,16 @@ class _Artefact:
                "uco-core:externalReference": [g.reference(
                    self.file, f"custody-ledger artefact id ({g.origin})", self.id)]})
 
+    def _unwritten(self, node: str, key: str) -> tuple[str, Mapping[str, Any] | None]:
+        """``node``, and the verified state record ``key`` behind it when there is one and
+        the graph does not hold ``node`` yet (None otherwise: each node is written once)."""
+        rec = self.maps.get(key)
+        return node, (None if rec is None or node in self.g.by_id else rec)
+
     def _person(self, actor_id: str) -> str:
         g = self.g
-        pid = g.person(actor_id)
-        rec = self.maps.get("actor/" + actor_id)
-        if rec is None or pid in g.by_id:
+        pid, rec = self._unwritten(g.person(actor_id), "actor/" + actor_id)
+        if rec is None:
             return pid
         org_id = str(rec.get("org", ""))
         org = self._org(org_id)
@@ -507,9 +512,8 @@ class _Artefact:
 
     def _org(self, org_id: str) -> str:
         g = self.g
-        oid = g.org(org_id)
-        rec = self.maps.get("org/" + org_id)
-        if rec is None or oid in g.by_id:
+        oid, rec = self._unwritten(g.org(org_id), "org/" + org_id)
+        if rec is None:
             return oid
         facets = []
         country = str(rec.get("jurisdiction") or "")

@@ -118,22 +118,6 @@ def extract(domain: str) -> list[str | tuple[str, str]]:
     return ids
 
 
-def template_pot(domain: str) -> str:
-    """The ``.pot`` template of ``domain`` (what translators start from)."""
-    import json
-
-    out = [f'# Message template of the court outputs, domain "{domain}".',
-           'msgid ""', 'msgstr ""', '"Content-Type: text/plain; charset=UTF-8\\n"', ""]
-    for item in extract(domain):
-        if isinstance(item, tuple):
-            out += [f"msgid {json.dumps(item[0], ensure_ascii=False)}",
-                    f"msgid_plural {json.dumps(item[1], ensure_ascii=False)}",
-                    'msgstr[0] ""', 'msgstr[1] ""', ""]
-        else:
-            out += [f"msgid {json.dumps(item, ensure_ascii=False)}", 'msgstr ""', ""]
-    return "\n".join(out)
-
-
 SOURCES: dict[str, tuple[Path, ...]] = {
     "report": (TEMPLATES / "report.html.j2", TEMPLATES / "timeline.svg.j2",
                HERE / "render.py"),

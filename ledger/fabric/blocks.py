@@ -23,24 +23,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fabric_protos.common import common_pb2 as _common_pb2
-from fabric_protos.msp import identities_pb2 as _identities_pb2
-from fabric_protos.peer import chaincode_event_pb2 as _chaincode_event_pb2
-from fabric_protos.peer import chaincode_pb2 as _chaincode_pb2
-from fabric_protos.peer import proposal_pb2 as _proposal_pb2
-from fabric_protos.peer import proposal_response_pb2 as _proposal_response_pb2
-from fabric_protos.peer import transaction_pb2 as _transaction_pb2
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
-# The generated protobuf modules have no type information; this is the typed boundary:
-# every message below is ``Any`` and only plain Python values leave this module.
-common_pb2: Any = _common_pb2
-identities_pb2: Any = _identities_pb2
-chaincode_pb2: Any = _chaincode_pb2
-chaincode_event_pb2: Any = _chaincode_event_pb2
-proposal_pb2: Any = _proposal_pb2
-proposal_response_pb2: Any = _proposal_response_pb2
-transaction_pb2: Any = _transaction_pb2
+# The generated protobuf modules are ``Any`` (the typed boundary is ledger.fabric.protos);
+# only plain Python values leave this module.
+from ledger.fabric.protos import (
+    chaincode_event_pb2,
+    chaincode_pb2,
+    common_pb2,
+    identities_pb2,
+    proposal_pb2,
+    proposal_response_pb2,
+    transaction_pb2,
+)
 
 #: Validation code Fabric writes into the filter before validation (orderer blocks).
 NOT_VALIDATED = "NOT_VALIDATED"

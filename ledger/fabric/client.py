@@ -56,31 +56,25 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from fabric_protos.common import ledger_pb2 as _ledger_pb2
-from fabric_protos.orderer import ab_pb2 as _ab_pb2
 from fabric_protos.orderer import ab_pb2_grpc as _ab_pb2_grpc
-from fabric_protos.peer import events_pb2 as _events_pb2
 from fabric_protos.peer import events_pb2_grpc as _events_pb2_grpc
 from fabric_protos.peer import peer_pb2_grpc as _peer_pb2_grpc
 
 from ledger import errors as er
 from ledger.fabric import wire
-from ledger.fabric.blocks import (
-    ParsedBlock,
+from ledger.fabric.blocks import ParsedBlock, parse_block, validation_code_name
+from ledger.fabric.protos import (
+    ab_pb2,
     chaincode_pb2,
     common_pb2,
     identities_pb2,
-    parse_block,
+    ledger_pb2,
     proposal_pb2,
     transaction_pb2,
-    validation_code_name,
 )
 
-# Typed boundary for the generated modules (no type information; see blocks.py).
-ledger_pb2: Any = _ledger_pb2
-ab_pb2: Any = _ab_pb2
+# The gRPC service stubs, typed like the messages (see ledger.fabric.protos).
 ab_pb2_grpc: Any = _ab_pb2_grpc
-events_pb2: Any = _events_pb2
 events_pb2_grpc: Any = _events_pb2_grpc
 peer_pb2_grpc: Any = _peer_pb2_grpc
 

@@ -73,12 +73,6 @@ class ParsedBlockLike(Protocol):
     def txs(self) -> Sequence[ParsedTxLike]: ...
 
 
-class CommittedLike(Protocol):
-    tx_id: str
-    block: int
-    code: str
-
-
 class Chain(Protocol):
     """What the store needs from a Fabric client (``ledger.fabric.client.FabricClient``)."""
 

@@ -8,6 +8,8 @@ once in a rowid table and again in a key index."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -21,16 +23,34 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.schema import SchemaItem
+from sqlalchemy.types import TypeEngine
 
 metadata = MetaData()
 
 #: BIGINT on PostgreSQL; on SQLite the rowid itself (``INTEGER PRIMARY KEY``).
 RowKey = BigInteger().with_variant(Integer(), "sqlite")
 
+
+def _key(name: str, type_: TypeEngine[Any] | type[TypeEngine[Any]]) -> Column[Any]:
+    """A primary-key column whose values the ledger assigns (never autoincremented)."""
+    return Column(name, type_, primary_key=True, autoincrement=False)
+
+
+def _clustered(name: str, *items: SchemaItem) -> Table:
+    """A table whose rows live in its primary-key B-tree on SQLite (``WITHOUT ROWID``)."""
+    return Table(name, metadata, *items, sqlite_with_rowid=False)
+
+
+def _tree_nodes(name: str, *keys: Column[Any]) -> Table:
+    """Append-only nodes of a hash tree: the 32-byte ``hash`` of each node under ``keys``."""
+    return _clustered(name, *keys, Column("hash", LargeBinary(32), nullable=False))
+
+
 #: Append-only. One row per log entry; ``leaf`` is the exact leaf bytes L.
 entries = Table(
     "entries", metadata,
-    Column("idx", RowKey, primary_key=True, autoincrement=False),
+    _key("idx", RowKey),
     Column("leaf", LargeBinary, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("event_id", String(64), nullable=False, unique=True),
@@ -39,33 +59,26 @@ entries = Table(
 
 #: Append-only. Perfect Merkle subtree hashes: (level, index) covers leaves
 #: [index * 2**level, (index + 1) * 2**level). Proofs read O(log n) of these.
-nodes = Table(
-    "merkle_nodes", metadata,
-    Column("level", SmallInteger, primary_key=True, autoincrement=False),
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
-    Column("hash", LargeBinary(32), nullable=False),
-    sqlite_with_rowid=False,  # rows in the primary-key B-tree
-)
+nodes = _tree_nodes("merkle_nodes", _key("level", SmallInteger), _key("idx", BigInteger))
 
 #: Append-only. One signed checkpoint (C2SP signed note) per committed transaction.
 checkpoints = Table(
     "checkpoints", metadata,
-    Column("size", RowKey, primary_key=True, autoincrement=False),
+    _key("size", RowKey),
     Column("note", Text, nullable=False),
 )
 
 #: Append-only. Which entries concern which object (artefact, case, transfer, actor...).
-refs = Table(
-    "refs", metadata,
+refs = _clustered(
+    "refs",
     Column("ref", String(80), primary_key=True),
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
-    sqlite_with_rowid=False,  # rows in the primary-key B-tree
+    _key("idx", BigInteger),
 )
 
 #: Derived world state (the custody rules' key/value records). Mutable, recomputed and
 #: compared by audit.
-state = Table(
-    "state", metadata,
+state = _clustered(
+    "state",
     Column("key", String(200), primary_key=True),
     Column("value", Text, nullable=False),
     Column("idx", BigInteger, nullable=False),
@@ -74,36 +87,28 @@ state = Table(
     # (Migration 0004 gives it the same WHERE on PostgreSQL; not declared here, so that
     # a process on SQLite never imports SQLAlchemy's PostgreSQL dialect.)
     Index("state_bucket", "bucket", sqlite_where=text("bucket IS NOT NULL")),
-    sqlite_with_rowid=False,  # rows in the primary-key B-tree
 )
 
 #: Append-only. Every state write: (key, log size after its batch, map bucket, value).
 #: The state as of tree size N is the newest row per key with ``size`` <= N.
-state_log = Table(
-    "state_log", metadata,
+state_log = _clustered(
+    "state_log",
     Column("key", String(200), primary_key=True),
-    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    _key("size", BigInteger),
     Column("bucket", Integer, nullable=True),
     Column("value", Text, nullable=False),
     Index("state_log_bucket", "bucket", "size"),
-    sqlite_with_rowid=False,  # rows in the primary-key B-tree
 )
 
 #: Append-only. Versioned state-map nodes (``ledger/vmap.py``): node (level, idx) as of
 #: tree size N is the row with the largest ``size`` <= N; a missing node is empty.
-map_nodes = Table(
-    "map_nodes_v", metadata,
-    Column("level", SmallInteger, primary_key=True, autoincrement=False),
-    Column("idx", Integer, primary_key=True, autoincrement=False),
-    Column("size", BigInteger, primary_key=True, autoincrement=False),
-    Column("hash", LargeBinary(32), nullable=False),
-    sqlite_with_rowid=False,  # rows in the primary-key B-tree
-)
+map_nodes = _tree_nodes("map_nodes_v", _key("level", SmallInteger), _key("idx", Integer),
+                       _key("size", BigInteger))
 
 #: Append-only. Witness cosignature lines (C2SP tlog-cosignature) by checkpoint size.
 cosignatures = Table(
     "cosignatures", metadata,
-    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    _key("size", BigInteger),
     Column("witness", String(300), primary_key=True),
     Column("line", Text, nullable=False),
 )
@@ -111,7 +116,7 @@ cosignatures = Table(
 #: Append-only. Consortium mode: the Fabric blocks this derived log has taken in.
 fabric_blocks = Table(
     "fabric_blocks", metadata,
-    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    _key("number", BigInteger),
     Column("hash", LargeBinary(32), nullable=False),
     Column("size", BigInteger, nullable=False),
 )
@@ -119,7 +124,7 @@ fabric_blocks = Table(
 #: Single row: size and last ledger time. Also the row writers lock on PostgreSQL.
 head = Table(
     "head", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    _key("id", Integer),
     Column("size", BigInteger, nullable=False),
     Column("last_time", BigInteger, nullable=False),
 )

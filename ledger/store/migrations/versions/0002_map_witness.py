@@ -18,6 +18,8 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from ledger.store.migrations.ddl import append_only, create_tree_nodes, key
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -32,40 +34,20 @@ def upgrade() -> None:
     op.create_table(
         "state_log",
         sa.Column("key", sa.String(200), primary_key=True),
-        sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+        key("size", sa.BigInteger),
         sa.Column("bucket", sa.Integer, nullable=True),
         sa.Column("value", sa.Text, nullable=False),
     )
     op.create_index("state_log_bucket", "state_log", ["bucket", "size"])
-    op.create_table(
-        "map_nodes_v",
-        sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
-        sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("hash", sa.LargeBinary(32), nullable=False),
-    )
+    create_tree_nodes("map_nodes_v", key("level", sa.SmallInteger), key("idx", sa.Integer),
+                      key("size", sa.BigInteger))
     op.create_table(
         "cosignatures",
-        sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+        key("size", sa.BigInteger),
         sa.Column("witness", sa.String(300), primary_key=True),
         sa.Column("line", sa.Text, nullable=False),
     )
-    dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        for table in APPEND_ONLY:
-            for action in ("UPDATE", "DELETE"):
-                op.execute(
-                    f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
-                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-                )
-    elif dialect == "postgresql":
-        for table in APPEND_ONLY:
-            op.execute(
-                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE "
-                f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION custody_append_only()"
-            )
-    else:  # pragma: no cover
-        raise RuntimeError(f"unsupported database dialect {dialect}")
+    append_only(*APPEND_ONLY)
 
 
 def downgrade() -> None:

@@ -12,6 +12,8 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
+from ledger.store.migrations.ddl import append_only, key
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -21,24 +23,11 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "fabric_blocks",
-        sa.Column("number", sa.BigInteger, primary_key=True, autoincrement=False),
+        key("number", sa.BigInteger),
         sa.Column("hash", sa.LargeBinary(32), nullable=False),
         sa.Column("size", sa.BigInteger, nullable=False),
     )
-    dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        for action in ("UPDATE", "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER fabric_blocks_no_{action.lower()} BEFORE {action} ON "
-                "fabric_blocks BEGIN SELECT RAISE(ABORT, 'fabric_blocks is append-only'); END"
-            )
-    elif dialect == "postgresql":
-        op.execute(
-            "CREATE TRIGGER fabric_blocks_append_only BEFORE UPDATE OR DELETE OR TRUNCATE "
-            "ON fabric_blocks FOR EACH STATEMENT EXECUTE FUNCTION custody_append_only()"
-        )
-    else:  # pragma: no cover
-        raise RuntimeError(f"unsupported database dialect {dialect}")
+    append_only("fabric_blocks")
 
 
 def downgrade() -> None:

@@ -26,6 +26,8 @@ Revises: 0003
 import sqlalchemy as sa
 from alembic import op
 
+from ledger.store.migrations.ddl import append_only, key
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -40,24 +42,24 @@ def _tables() -> dict[str, tuple[list[sa.Column], dict[str, object], str]]:
     no_rowid = {"sqlite_with_rowid": False}
     return {
         "entries": ([
-            sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+            key("idx", sa.Integer),
             sa.Column("leaf", sa.LargeBinary, nullable=False),
             sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
             sa.Column("event_id", sa.String(64), nullable=False, unique=True),
             sa.Column("ledger_time", sa.BigInteger, nullable=False),
         ], {}, "idx"),
         "checkpoints": ([
-            sa.Column("size", sa.Integer, primary_key=True, autoincrement=False),
+            key("size", sa.Integer),
             sa.Column("note", sa.Text, nullable=False),
         ], {}, "size"),
         "merkle_nodes": ([
-            sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
-            sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+            key("level", sa.SmallInteger),
+            key("idx", sa.BigInteger),
             sa.Column("hash", sa.LargeBinary(32), nullable=False),
         ], no_rowid, "level, idx"),
         "refs": ([
             sa.Column("ref", sa.String(80), primary_key=True),
-            sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+            key("idx", sa.BigInteger),
         ], no_rowid, "ref, idx"),
         "state": ([
             sa.Column("key", sa.String(200), primary_key=True),
@@ -67,14 +69,14 @@ def _tables() -> dict[str, tuple[list[sa.Column], dict[str, object], str]]:
         ], no_rowid, "key"),
         "state_log": ([
             sa.Column("key", sa.String(200), primary_key=True),
-            sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+            key("size", sa.BigInteger),
             sa.Column("bucket", sa.Integer, nullable=True),
             sa.Column("value", sa.Text, nullable=False),
         ], no_rowid, "key, size"),
         "map_nodes_v": ([
-            sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
-            sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+            key("level", sa.SmallInteger),
+            key("idx", sa.Integer),
+            key("size", sa.BigInteger),
             sa.Column("hash", sa.LargeBinary(32), nullable=False),
         ], no_rowid, "level, idx, size"),
     }
@@ -92,12 +94,7 @@ def _sqlite() -> None:
         op.drop_table(f"_old_{name}")
     op.create_index("state_bucket", "state", ["bucket"], sqlite_where=_BUCKET_WHERE)
     op.create_index("state_log_bucket", "state_log", ["bucket", "size"])
-    for table in _APPEND_ONLY:
-        for action in ("UPDATE", "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
-                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-            )
+    append_only(*_APPEND_ONLY)
 
 
 def upgrade() -> None:
