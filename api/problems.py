@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,6 +42,7 @@ STATUS: tuple[tuple[type[e.LedgerError], int, str], ...] = (
     (e.VerificationError, 422, "Verification failed"),
     (e.RateLimited, 429, "Too many requests"),
     (e.StorageFull, 503, "Storage full"),
+    (e.StoreUnavailable, 503, "Ledger database unavailable"),
     (e.Backpressure, 503, "Service busy"),
     (e.UpstreamError, 502, "Upstream failure"),
     (e.IntegrityFault, 500, "Ledger integrity fault"),
@@ -125,7 +127,53 @@ def _ledger(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc)
 
 
+def database_error(exc: BaseException) -> e.LedgerError | None:
+    """The ledger error for a database failure that escaped the store untranslated (the
+    store maps its own; this is the safety net, as ``cli.main.database_error`` is for
+    the CLI): a server that cannot be reached is ``StoreUnavailable`` (503 with
+    Retry-After), never a 500. None when ``exc`` is not a database failure."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None:
+        return None
+    from ledger.store.sql import describe_database_error
+
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return e.Backpressure("every connection to the ledger database is busy; retry "
+                              "shortly", 1.0)
+    if isinstance(exc, sa_exc.DBAPIError):
+        return describe_database_error(exc)
+    dbapi = sys.modules.get("psycopg")
+    if dbapi is not None and isinstance(exc, dbapi.Error):  # the driver's own, unwrapped
+        return describe_database_error(exc)
+    return None
+
+
+def _database(request: Request, exc: Exception) -> JSONResponse:
+    translated = database_error(exc)
+    if translated is None:  # pragma: no cover - registered for database errors only
+        return _unexpected(request, exc)
+    log.warning("a database error escaped the store on %s %s: %s", request.method,
+                request.url.path, translated.message)
+    return problem_response(translated)
+
+
+def _database_errors() -> list[type[Exception]]:
+    """The database exception classes the safety net handles (``_database``): those of
+    the modules already loaded (the store is opened before the app is built; a driver
+    that is not loaded raises nothing)."""
+    classes: list[type[Exception]] = []
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        classes += [sa_exc.DBAPIError, sa_exc.TimeoutError]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        classes.append(psycopg.Error)
+    return classes
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if database_error(exc) is not None:
+        return _database(request, exc)
     # A bug: log it with its traceback, tell the client nothing about internals.
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     body = {"type": PROBLEM_BASE + "internal", "title": "Internal error", "status": 500,
@@ -137,5 +185,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(e.LedgerError, _ledger)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    for cls in _database_errors():  # its own handler: no traceback logged for a 503
+        app.add_exception_handler(cls, _database)
     app.add_exception_handler(Exception, _unexpected)
 

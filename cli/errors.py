@@ -5,7 +5,8 @@
     2 invalid input or usage
     3 refused by custody rules or permissions
     4 not found
-    5 the ledger backend is busy or failed (retry later)
+    5 the ledger backend is busy, unreachable or failed (retry later), e.g. a full disk
+      or a database server that is down or restarting
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _CODES: list[tuple[type[e.LedgerError], int]] = [
     (e.RuleViolation, REFUSED),
     (e.VerificationError, VERIFICATION_FAILED),
     (e.IntegrityFault, VERIFICATION_FAILED),
+    (e.StorageFull, BACKEND),
+    (e.StoreUnavailable, BACKEND),
     (e.Backpressure, BACKEND),
     (e.UpstreamError, BACKEND),
 ]

@@ -20,6 +20,9 @@ exit codes (``cli/errors.py``). Nothing else invents error handling.
     │                                kept-invalid, rollback, fork; ledger/trust.py)
     ├── IntegrityFault               stored data is inconsistent (audit)    (CLI 1, HTTP 500)
     ├── Backpressure                 overloaded; retry later                (CLI 5, HTTP 503)
+    │   ├── StorageFull              the disk holding the ledger is full    (CLI 5, HTTP 503)
+    │   ├── StoreUnavailable         the database server cannot be reached  (CLI 5, HTTP 503)
+    │   └── RateLimited              too many requests or failed logins     (CLI 5, HTTP 429)
     └── UpstreamError                a backend (PostgreSQL, Fabric) failed  (CLI 5, HTTP 502)
 
 Messages are one clear sentence meant for a human; ``rule`` / ``kind`` fields are
@@ -128,6 +131,17 @@ class StorageFull(Backpressure):
     written; retry once space has been freed (CLI 5, HTTP 503 with Retry-After)."""
 
     code = "storage-full"
+
+
+class StoreUnavailable(Backpressure):
+    """The ledger's database server (PostgreSQL) cannot be reached, or the connection to
+    it broke: stopped, restarting, crashed, refusing connections. Retry after
+    ``retry_after`` seconds; the store reconnects by itself once the server is back
+    (CLI 5, HTTP 503 with Retry-After). When the connection broke while an append was
+    being committed, the append may or may not have been recorded: sending the SAME
+    signed event again is safe (a logged event returns its original receipt)."""
+
+    code = "store-unavailable"
 
 
 class RateLimited(Backpressure):

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -43,6 +44,7 @@ from ledger.errors import (
     LedgerError,
     NotFound,
     StorageFull,
+    StoreUnavailable,
     UpstreamError,
 )
 from ledger.events import Entry, SignedEvent
@@ -192,7 +194,38 @@ def make_engine(url: str, *, reader: bool = False) -> Engine:
     if url.startswith("postgresql"):
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
-        return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        # The database may go away (stopped, restarting, crashed) while we run: a pooled
+        # connection is pinged before use and replaced when dead (``pool_pre_ping``), a
+        # connection attempt or a wait for a free pooled connection gives up after a few
+        # seconds, and a server that cannot be reached is StoreUnavailable (retry later)
+        # rather than the driver's error (see :func:`store_unavailable`).
+        parsed = sa.engine.make_url(url)
+        connect_args: dict[str, Any] = {} if "connect_timeout" in parsed.query \
+            else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        engine = sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True,
+                                  pool_timeout=PG_POOL_TIMEOUT_S, connect_args=connect_args)
+        where = pg_server(parsed)
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            # Every new connection, including those of ``raw_connection()`` (the append
+            # path, fast readers) and the pool's replacement of a dead one.
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.Error as exc:
+                gone = store_unavailable(exc, where)
+                if gone is not None:
+                    raise gone from exc
+                raise
+
+        @sa.event.listens_for(engine, "handle_error")
+        def _unavailable(ctx: Any) -> LedgerError | None:
+            if ctx.is_pre_ping:  # a dead pooled connection: the pool connects anew
+                return None
+            return store_unavailable(ctx.original_exception, where,
+                                     disconnect=bool(ctx.is_disconnect))
+
+        return engine
     raise InvalidInput(f"unsupported database URL {url.split(':', 1)[0]!r}: "
                        "use sqlite:///PATH or postgresql://…")
 
@@ -296,6 +329,92 @@ def storage_full(exc: BaseException, url: str | None = None) -> StorageFull | No
                        "free some space and retry", retry_after=30)
 
 
+#: Seconds a connection attempt to PostgreSQL may take (libpq's ``connect_timeout``; a
+#: ``connect_timeout`` in the URL wins), and a wait for a free pooled connection.
+PG_CONNECT_TIMEOUT_S = 3
+PG_POOL_TIMEOUT_S = 5.0
+#: The Retry-After of StoreUnavailable: about what a PostgreSQL restart takes.
+UNAVAILABLE_RETRY_AFTER_S = 2.0
+#: SQLSTATEs of a server that is gone or going (besides class 08, connection
+#: exceptions): admin_shutdown, crash_shutdown, cannot_connect_now (starting up,
+#: shutting down, recovering), too_many_connections.
+_GONE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+#: What libpq and psycopg say when no server answers or the connection broke (their
+#: connection errors carry no SQLSTATE).
+_GONE = ("connection refused", "could not connect", "is the server running",
+         "the database system is", "terminating connection", "closed the connection",
+         "connection not open", "the connection is closed", "the connection is lost",
+         "could not receive data", "could not send data", "consuming input failed",
+         "connection reset", "broken pipe", "timeout expired", "no route to host",
+         "network is unreachable", "too many clients", "remaining connection slots",
+         "connection has been closed unexpectedly")
+
+
+def pg_server(url: Any) -> str:
+    """``PostgreSQL at HOST:PORT`` for a database URL (a string or a SQLAlchemy URL);
+    empty for anything but PostgreSQL."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return ""
+    if not parsed.drivername.startswith("postgresql"):
+        return ""
+    host = parsed.host or str(parsed.query.get("host") or "localhost")
+    return f"PostgreSQL at {host}:{parsed.port or 5432}"
+
+
+def store_unavailable(exc: BaseException, where: str = "", *, disconnect: bool = False,
+                      appending: bool = False, before: bool = False
+                      ) -> StoreUnavailable | None:
+    """A :class:`StoreUnavailable` when ``exc`` (a PostgreSQL driver error, bare or
+    wrapped by SQLAlchemy) says the database server cannot be reached or the connection
+    to it broke; None for anything else (SQLite, a refused statement, a database that
+    does not exist, a wrong password...). ``disconnect``: the connection is known dead.
+    ``appending``: the failure hit an append transaction, so unless ``before`` (no
+    statement was sent yet) it may or may not have been committed."""
+    dbapi = sys.modules.get("psycopg")
+    if dbapi is None:
+        return None
+    # The driver's errors in the chain: a server shutting down in the middle of a
+    # pipeline raises AdminShutdown, then "cannot exit pipeline mode" while handling it.
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        orig = getattr(seen, "orig", None) or seen
+        if isinstance(orig, dbapi.Error):
+            chain.append(orig)
+        seen = seen.__cause__ or seen.__context__
+
+    def says_gone(err: BaseException) -> bool:
+        state = getattr(err, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state in _GONE_STATES):
+            return True
+        low = " ".join(str(err).split()).lower()
+        return isinstance(err, dbapi.OperationalError | dbapi.InterfaceError) \
+            and any(word in low for word in _GONE)
+
+    gone = next((err for err in chain if says_gone(err)), None)
+    if gone is None and disconnect and chain:
+        gone = chain[0]
+    if gone is None:
+        return None
+    text = " ".join(str(gone).split())
+    reason = text.rsplit("failed: ", 1)[-1]
+    for cut in (" Is the server", " This probably means", " HINT:"):
+        reason = reason.split(cut, 1)[0]
+    reason = reason.removeprefix("FATAL: ").rstrip(" .") or type(gone).__name__
+    server = f"the ledger database server ({where})" if where else \
+        "the ledger database server"
+    if appending and not before:
+        return StoreUnavailable(
+            f"the connection to {server} broke during the append ({reason}), so it may or "
+            "may not be on the log: send the same signed event again, which returns its "
+            "original receipt if it was appended", UNAVAILABLE_RETRY_AFTER_S)
+    done = ", so nothing was appended" if appending else ""
+    return StoreUnavailable(f"{server} is unavailable ({reason}){done}; retry in a few "
+                            "seconds", UNAVAILABLE_RETRY_AFTER_S)
+
+
 def describe_database_error(exc: Exception, url: str | None = None) -> LedgerError:
     """One sentence for a database failure: a damaged SQLite file (IntegrityFault, exit
     1), a file that cannot be opened or written (InvalidInput, exit 2), a busy database
@@ -303,6 +422,9 @@ def describe_database_error(exc: Exception, url: str | None = None) -> LedgerErr
     full = storage_full(exc, url)
     if full is not None:
         return full
+    gone = store_unavailable(exc, pg_server(url) if url else "")
+    if gone is not None:
+        return gone
     reason = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
     low = reason.lower()
     path = sqlite_path(url) if url else None
@@ -498,6 +620,8 @@ class SqlStore:
         self._checked: tuple[str, Checkpoint] | None = None
         self._lock = threading.Lock()  # guards the caches
         self._pg = engine.dialect.name == "postgresql"
+        #: ``PostgreSQL at HOST:PORT`` (names the server when it cannot be reached).
+        self._where = pg_server(engine.url) if self._pg else ""
         #: The driver's own exceptions (the append path runs on its DBAPI cursor).
         self._dbapi: Any = engine.dialect.dbapi
         self._pool: Any = None  # ledger.parallel_verify.VerifyPool, started when needed
@@ -571,7 +695,8 @@ class SqlStore:
         except (OperationalError, self._dbapi.OperationalError) as exc:
             self._frontier = self._map = None
             reason = getattr(exc, "orig", None) or exc
-            full = storage_full(exc, self.url)
+            full = storage_full(exc, self.url) or \
+                store_unavailable(exc, self._where, appending=True)
             if full is not None:
                 raise full from exc
             if "locked" in str(exc).lower() or "busy" in str(exc).lower():
@@ -580,7 +705,8 @@ class SqlStore:
         except (DBAPIError, self._dbapi.Error) as exc:
             self._frontier = self._map = None
             reason = getattr(exc, "orig", None) or exc
-            full = storage_full(exc, self.url)
+            full = storage_full(exc, self.url) or \
+                store_unavailable(exc, self._where, appending=True)
             if full is not None:
                 raise full from exc
             raise UpstreamError(f"database error while appending: {reason}") from exc
@@ -594,7 +720,13 @@ class SqlStore:
         taken by the first statement), then COMMIT — the durable point, WAL fsynced with
         ``synchronous=FULL`` — or ROLLBACK on any failure. Nothing is acknowledged before
         the commit returns."""
-        raw = self.engine.raw_connection()
+        try:
+            raw = self.engine.raw_connection()
+        except (DBAPIError, self._dbapi.Error, StoreUnavailable) as exc:  # nothing was sent
+            gone = store_unavailable(exc, self._where, appending=True, before=True)
+            if gone is not None:
+                raise gone from exc
+            raise
         try:
             dbc: Any = raw.dbapi_connection
             x = Exec(dbc, self._pg)
@@ -606,9 +738,25 @@ class SqlStore:
                 with x.pipeline():
                     out = work(x)
                     dbc.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):  # the first error is the one to report
+            except BaseException as exc:
+                try:
                     dbc.rollback()
+                except Exception:  # the first error is the one to report
+                    failed = True
+                else:
+                    failed = False
+                if self._pg:
+                    dead = bool(dbc.closed or dbc.broken)
+                    if dead or failed:
+                        # The server went away (or the connection broke, or is stuck in
+                        # its pipeline) mid-transaction: drop this connection rather than
+                        # hand it back to the pool. The COMMIT may have been applied
+                        # before its answer was lost.
+                        raw.invalidate(exc if isinstance(exc, Exception) else None)
+                    gone = store_unavailable(exc, self._where, disconnect=dead,
+                                             appending=True)
+                    if gone is not None:
+                        raise gone from exc
                 raise
         finally:
             raw.close()  # back to the pool

@@ -136,6 +136,11 @@ class Cluster:
                                + self.log_tail())
         return time.monotonic() - t0
 
+    def running(self) -> bool:
+        """Whether the server runs (``pg_ctl status``)."""
+        return self._run(["pg_ctl", "-D", str(self.datadir), "status"], check=False,
+                         timeout=30).returncode == 0
+
     def postmaster_pid(self) -> int | None:
         try:
             return int((self.datadir / "postmaster.pid").read_text().split()[0])
@@ -184,6 +189,21 @@ class Cluster:
     def stop(self) -> None:
         self._run(["pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop"],
                   check=False)
+
+    def shutdown(self, mode: str = "fast") -> None:
+        """Stop the server the way an operator does: ``fast`` (every session terminated,
+        a shutdown checkpoint), ``smart`` (waits for sessions to end) or ``immediate``
+        (no checkpoint: crash recovery at the next start). Waits until it is down."""
+        if mode not in ("fast", "smart", "immediate"):
+            raise ValueError(f"unknown shutdown mode {mode!r}")
+        root = self.postmaster_pid()
+        result = self._run(["pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "120",
+                            "stop"], check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop -m {mode} failed: {result.stdout}{result.stderr}")
+        if root is not None:  # our child when we are its subreaper: reap it
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(root, 0)
 
     def close(self) -> None:
         self.stop()
