@@ -16,6 +16,12 @@ verification, so the physical reference is PyNaCl's verify rate on the same mach
   one process), measured in the same run.
 * ``references.parallel_verify``: raw triples through ``ledger.parallel_verify`` over
   every core: what the machine gives for signatures alone.
+* ``cpu_us_per_entry``: CPU time per entry of the replaying process (its threads
+  included) and of the worker processes, and their total (``_one_process``: the audit
+  with ``workers=0``). Unlike the rates, it hardly moves with other work on the
+  machine. ``cpu_bound_vs_verify_x_cores`` is ``references.verify_cpu`` (the CPU time of
+  one verification) / that total: the ratio to verify × cores the audit reaches when
+  every core is its own, whatever the load during the run.
 * ``loadavg``: the 1-minute load average before and after the audits (other work on a
   shared machine moves the figures; compare ratios from quiet runs), and
   ``default_workers``: what ``audit_store`` would pick by default at that load (workers
@@ -34,6 +40,7 @@ import base64
 import hashlib
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -160,22 +167,60 @@ def parallel_verify_rate(n: int) -> dict[str, Any]:
             "one worker process per core"}
 
 
-def _audit(store: SqlStore, workers: int | None) -> tuple[float, int]:
+def verify_cpu_us(n: int) -> dict[str, Any]:
+    """CPU time of one Ed25519 verification (``ledger._sodium.valid``, the audit's own
+    check, on a 450-byte message like an event's signing bytes), best of three rounds of
+    ``n``: the load-independent form of the PyNaCl reference."""
+    rng = random.Random(3)
+    key = _sodium.Signer(rng.randbytes(32))
+    triples = []
+    for _ in range(n):
+        msg = rng.randbytes(450)
+        triples.append((key.public_key, msg, key.sign(msg)))
+    best = float("inf")
+    for _ in range(3):
+        start = time.thread_time()
+        if _sodium.failing(triples):
+            raise RuntimeError("the verify reference refused a valid signature")
+        best = min(best, time.thread_time() - start)
+    return {"value": round(best / n * 1e6, 2), "unit": "CPU us per verification", "n": n,
+            "method": "ledger._sodium.valid of n 450-byte messages in this thread, "
+            "thread CPU time, best of 3"}
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its waited-for children."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _audit(store: SqlStore, workers: int | None) -> tuple[float, int, dict[str, float]]:
+    """Wall seconds, entries, and CPU microseconds per entry: in this (the replaying)
+    process, threads included, and in the worker processes (they have exited when
+    ``audit_store`` returns, so the children's usage counts them)."""
+    cpu0 = _cpu()
     start = time.perf_counter()
     report = audit_store(store, workers=workers)
     elapsed = time.perf_counter() - start
+    cpu1 = _cpu()
     if not report.ok:
         raise RuntimeError(f"bench ledger did not audit clean: {report.detail}")
-    return elapsed, report.entries_checked
+    n = max(report.entries_checked, 1)
+    main, workers_us = (cpu1[0] - cpu0[0]) / n * 1e6, (cpu1[1] - cpu0[1]) / n * 1e6
+    return elapsed, report.entries_checked, {
+        "replaying_process": round(main, 1), "workers": round(workers_us, 1),
+        "total": round(main + workers_us, 1)}
 
 
-def _measure(store: SqlStore, verify: float, cores: int) -> dict[str, Any]:
+def _measure(store: SqlStore, verify: float, cores: int,
+             verify_us: float | None = None) -> dict[str, Any]:
     load_before = _loadavg()
     idle = idle_cores()
-    audit_s, entries = _audit(store, cores)
-    one_s, _ = _audit(store, 0)
+    audit_s, entries, cpu = _audit(store, cores)
+    one_s, _, one_cpu = _audit(store, 0)
     rate = entries / audit_s
-    return {
+    out = {
         "entries": entries,
         "checkpoints": sum(1 for _ in store.checkpoints()),
         "audit_s": round(audit_s, 3),
@@ -184,13 +229,21 @@ def _measure(store: SqlStore, verify: float, cores: int) -> dict[str, Any]:
         "audit_vs_verify": round(rate / verify, 3),
         "audit_one_process_s": round(one_s, 3),
         "audit_one_process_entries_per_s": round(entries / one_s, 1),
+        "cpu_us_per_entry": cpu,
+        "cpu_us_per_entry_one_process": one_cpu,
         "loadavg": [load_before, _loadavg()],
         "default_workers": f"{cores} (idle cores {idle:.1f})" if idle >= 0.5 else
         f"0: one process (idle cores {idle:.1f})",
     }
+    if verify_us is not None:
+        # What the audit's CPU use allows with every core to itself: entries/s per core
+        # is 1e6 / total, against 1e6 / verify_us verifications/s per core.
+        out["cpu_bound_vs_verify_x_cores"] = round(verify_us / cpu["total"], 3)
+    return out
 
 
-def _postgres(admin_url: str, n: int, verify: float, cores: int) -> dict[str, Any]:
+def _postgres(admin_url: str, n: int, verify: float, cores: int,
+              verify_us: float) -> dict[str, Any]:
     import uuid
 
     import sqlalchemy as sa
@@ -206,7 +259,7 @@ def _postgres(admin_url: str, n: int, verify: float, cores: int) -> dict[str, An
         store = build(Path("."), n, url)
         build_s = time.perf_counter() - start
         try:
-            out = _measure(store, verify, cores)
+            out = _measure(store, verify, cores, verify_us)
         finally:
             store.close()
         return {"build_s": round(build_s, 2), **out}
@@ -226,8 +279,9 @@ def run(quick: bool) -> dict[str, Any]:
         build_s = time.perf_counter() - start
         try:
             verify = refs.pynacl_verify_rate(2_000 if quick else 20_000)
+            verify_cpu = verify_cpu_us(2_000 if quick else 10_000)
             parallel = parallel_verify_rate(2_000 if quick else 20_000)
-            sqlite = _measure(store, verify["value"], cores)
+            sqlite = _measure(store, verify["value"], cores, verify_cpu["value"])
             db_bytes = sum(p.stat().st_size for p in Path(d).iterdir())
         finally:
             store.close()
@@ -238,11 +292,13 @@ def run(quick: bool) -> dict[str, Any]:
         "build_entries_per_s": round(n / build_s, 1),
         "db_bytes": db_bytes,
         "cores": cores,
-        "references": {"pynacl_verify": verify, "parallel_verify": parallel,
+        "references": {"pynacl_verify": verify, "verify_cpu": verify_cpu,
+                       "parallel_verify": parallel,
                        "pynacl_verify_x_cores": round(verify["value"] * cores, 1),
                        "parallel_vs_verify_x_cores":
                            round(parallel["value"] / (verify["value"] * cores), 3)},
-        "postgresql": _postgres(pg_url, n, verify["value"], cores) if pg_url else
+        "postgresql": _postgres(pg_url, n, verify["value"], cores, verify_cpu["value"])
+        if pg_url else
         "not measured: set BENCH_PG_URL to a PostgreSQL admin URL",
         "method": "ledger.store.audit_sql.audit_store over a SQLite ledger built with "
         f"SqlStore.append_many in batches of {BATCH}, all audit steps on; signatures in one "

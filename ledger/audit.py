@@ -54,31 +54,38 @@ rank after every indexed failure.
 worker processes), the audit reads entries a few batches ahead of the replay and has
 :func:`check_leaves` run on them elsewhere: the leaf hash, the strict canonical parse
 (step 2) and the event's signature under the key its signer most likely has (the key
-enrolled in the entries read so far). The replay itself is unchanged: an entry the
-workers found unparsable is parsed here again to report the exact error, and the rules
-still call the signature check in their own order, which
-:func:`ledger._sodium.known_results` answers from the batch only for exactly the triple
-checked (else the check runs here). So the failure reported, its kind, index and detail,
-are the same whatever the workers do.
+enrolled in the entries read so far; the signer's id is read where a canonical leaf
+has it, and only leaves that may enrol a key are parsed for it). A worker process
+sends back each valid leaf's parse with its code (:func:`parse_leaves`), and the entry
+is built from that parse without checking it again (:func:`_entry_of`). The replay
+itself is unchanged: an entry the workers found unparsable is parsed here again to
+report the exact error, and the rules still call the signature check in their own
+order, which :func:`ledger._sodium.known_results` answers from the batch only for
+exactly the triple checked (else the check runs here). So the failure reported, its
+kind, index and detail, are the same whatever the workers do.
 
 Memory is O(state + n): the replayed world state, plus the recomputed Merkle tree kept
 as packed hashes — 32 bytes per perfect node, about 64 bytes per entry (64 MB for a
 million entries) — so proofs and roots at any checkpoint size cost O(log n). Leaves and
-events are never kept.
+events are never kept. The cyclic garbage collector is paused while an audit runs (all
+it would scan is that state, which lives until the end).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import hashlib
 import hmac
+import itertools
 import json
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from ledger import _sodium, merkle, merkle_verify, vmap
 from ledger import events as ev
@@ -117,10 +124,13 @@ Triple = tuple[bytes, bytes, bytes]
 #: One entry for :func:`check_leaves`: ``(leaf, stored leaf hash, the public key its
 #: signature is most likely checked with, or b"")``.
 LeafItem = tuple[bytes, bytes, bytes]
-#: Start :func:`check_leaves` on a batch (e.g. in worker processes: ``ledger.
-#: parallel_verify.VerifyPool.check_leaves``); the function returned gives its codes,
-#: waiting for them if need be.
-BatchCheck = Callable[[Sequence[LeafItem]], Callable[[], Sequence[int]]]
+#: What the batch checker says of one entry: the :func:`check_leaves` code, or that code
+#: with the leaf's plain JSON parse (:func:`parse_leaves`), so it is not parsed again.
+LeafCode = int | tuple[int, Any]
+#: Start :func:`check_leaves` (or :func:`parse_leaves`) on a batch (e.g. in worker
+#: processes: ``ledger.parallel_verify.VerifyPool.check_leaves``); the function returned
+#: gives its codes, waiting for them if need be.
+BatchCheck = Callable[[Sequence[LeafItem]], Callable[[], Sequence[LeafCode]]]
 #: The bits of a :func:`check_leaves` code.
 LEAF_HASH_OK: Final = 1
 LEAF_OK: Final = 2
@@ -129,6 +139,22 @@ SIGNATURE_OK: Final = 4
 #: ahead of the replay (so the workers have the next batches while it replays).
 CHUNK: Final = 512
 AHEAD: Final = 4 * CHUNK
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while an audit runs, and back on after it if it
+    was on. An audit builds millions of objects that all stay alive until it ends (the
+    replayed state and its map); with the collector on, its collections keep scanning
+    them, for nothing (about 6 µs per entry, a tenth of the replay step). Two audits in
+    two threads at once: the first to end turns it back on (slower, never wrong)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,34 +193,60 @@ class _Tree:
     """Every perfect subtree hash of the replayed log, packed per level (32 bytes each).
 
     Behaves as the read-only ``{(level, index): hash}`` mapping the prover in
-    :mod:`ledger.merkle` expects.
+    :mod:`ledger.merkle` expects. The replay only appends leaf hashes (level 0); the
+    levels above are hashed in bulk when first read (:attr:`levels`), one slice and one
+    SHA-256 per node, instead of a frontier update per entry.
     """
 
     def __init__(self) -> None:
-        self.frontier = merkle.Frontier.empty()
-        self.levels: list[bytearray] = []
+        self._levels: list[bytearray] = [bytearray()]
+        self._hashed = 0  # bytes of level 0 the levels above are complete for
 
     @property
     def size(self) -> int:
-        return self.frontier.size
+        return len(self._levels[0]) // 32
 
     def append(self, leaf_hash: bytes) -> None:
-        for level, _index, value in self.frontier.append(leaf_hash):
-            if level == len(self.levels):
-                self.levels.append(bytearray())
-            self.levels[level] += value
+        if len(leaf_hash) != merkle.HASH_SIZE:
+            raise InvalidInput(f"a leaf hash must be a {merkle.HASH_SIZE}-byte SHA-256 hash")
+        self._levels[0] += leaf_hash
+
+    @property
+    def levels(self) -> list[bytearray]:
+        """Level ``l`` holds the hashes of the perfect subtrees of ``2**l`` leaves, in order
+        (no level at all for an empty tree)."""
+        levels = self._levels
+        if len(levels[0]) == self._hashed:
+            return levels if levels[0] else []
+        self._hashed = len(levels[0])
+        sha256, prefix = hashlib.sha256, b"\x01"  # RFC 9162 interior node
+        level = 0
+        while len(levels[level]) >= 64:
+            below = levels[level]
+            if level + 1 == len(levels):
+                levels.append(bytearray())
+            above = levels[level + 1]
+            for i in range(len(above) // 32, len(below) // 64):
+                above += sha256(prefix + below[64 * i:64 * i + 64]).digest()
+            level += 1
+        return levels if levels[0] else []
 
     def count(self, level: int) -> int:
-        return len(self.levels[level]) // 32 if level < len(self.levels) else 0
+        levels = self.levels
+        return len(levels[level]) // 32 if level < len(levels) else 0
 
     def get(self, node: merkle.NodeId) -> bytes | None:
         level, index = node
         if not 0 <= index < self.count(level):
             return None
-        return bytes(self.levels[level][index * 32:(index + 1) * 32])
+        return bytes(self._levels[level][index * 32:(index + 1) * 32])
 
     def root(self, size: int) -> bytes:
         return merkle.root_at(size, _TreeMapping(self))
+
+    def head(self) -> bytes:
+        """The root of the whole tree."""
+        return self.root(self.size)
 
 
 class _TreeMapping(Mapping[merkle.NodeId, bytes]):
@@ -242,64 +294,147 @@ def _safe_int(text: str) -> int:
 
 #: The stdlib encoder :func:`ledger.canonical.canonical` uses on its fast path, and a
 #: decoder that refuses (to the slow path) what that fast path would not take.
-_encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                           allow_nan=False).encode
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                                   allow_nan=False)
+_encode = _ENCODER.encode
 _decode = json.JSONDecoder(parse_float=_no_float, parse_int=_safe_int,
                            parse_constant=_no_float).decode
+
+
+def _c_encoder() -> Callable[[Any, int], Sequence[str]] | None:
+    """The C encoder ``_ENCODER.encode`` builds on every call, built once (about 1 µs a
+    call), without the circular-reference check: the audit encodes only parsed JSON and
+    replayed records, which have no cycles (one would end in a ``RecursionError``
+    instead of a ``ValueError``). None if this interpreter has no such encoder, or if it
+    does not give ``_encode``'s bytes."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        c = make(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+                 True, False, False)
+        sample = {"b": [1, -2, None, True, "\u00e9\n\"\\\x01"], "a": {"z": {}, "y": []}, "": 0}
+        return c if "".join(c(sample, 0)) == _encode(sample) else None
+    except (TypeError, ValueError):
+        return None
+
+
+_C_ENCODER: Final = _c_encoder()
+
+
+def _encode_dict(value: dict[str, Any]) -> str:
+    """``_encode(value)`` of a dict with no cycle, faster."""
+    return _encode(value) if _C_ENCODER is None else "".join(_C_ENCODER(value, 0))
+
+
 _LEAF_KEYS: Final = frozenset({"index", "ledger_time", "event"})
 _LEAF_HEAD: Final = b'{"event":{"event":'
-#: Whether the events module still caches its encodings where :func:`_prime` puts them.
+_SIGNED_KEYS: Final = frozenset({"event", "sig"})
+#: Whether the events module still caches its encodings where :func:`_primed` puts them.
 _PRIMABLE: Final = all(isinstance(vars(cls).get(name), cached_property) for cls, name in (
     (ev.SignedEvent, "_canonical"), (ev.SignedEvent, "event_id"),
     (ev.Event, "_signing_bytes")))
+#: Whether an event can be built by filling in its instance dict, as :func:`_primed` and
+#: :func:`_entry_of` do: frozen dataclasses without slots or ``__post_init__``, with
+#: exactly these fields (the constructor stores each argument, nothing more).
+_DICT_BUILT: Final = _PRIMABLE and all(
+    "__slots__" not in vars(cls) and "__post_init__" not in vars(cls)
+    and tuple(f.name for f in fields(cls)) == names for cls, names in (
+        (ev.Event, ("kind", "origin", "nonce", "claimed_time", "signer", "key_id", "payload",
+                    "prev", "v")),
+        (ev.SignedEvent, ("event", "signature"))))
+_T = TypeVar("_T")
+
+
+def _new(cls: type[_T]) -> _T:
+    return cls.__new__(cls)
 
 
 def _parse_leaf(leaf: bytes) -> Entry:
-    """``Entry.from_leaf(leaf)``, with the same result and the same errors, faster.
+    """``Entry.from_leaf(leaf)``, with the same result and the same errors, faster
+    (:func:`_parse_leaf_obj`)."""
+    return _parse_leaf_obj(leaf)[0]
+
+
+def _parse_leaf_obj(leaf: bytes) -> tuple[Entry, Any]:
+    """``Entry.from_leaf(leaf)``, with the same result and the same errors, faster; and
+    the leaf's plain JSON parse when it has one at hand (else None).
 
     The usual leaf (ASCII, no float, integers within ±(2**53 - 1), fewer than
     ``MAX_DEPTH`` containers) is parsed by the C decoder and re-encoded by the C encoder:
     for such values that encoder IS RFC 8785 (see :func:`ledger.canonical.canonical`),
     so byte equality proves the leaf canonical, and it also rules out duplicate keys (a
-    duplicate does not survive the round trip). Anything else, or any doubt, goes to
+    duplicate does not survive the round trip). The event is then checked by
+    :meth:`ledger.events.Event.from_json` and its signature field as
+    :meth:`~ledger.events.SignedEvent.from_json` checks it; the signed event's canonical
+    form, which that method would encode again to prove it exists, is the part of the
+    (canonical) leaf it was cut from. Anything else, or any doubt, goes to
     :meth:`Entry.from_leaf`, which then gives the exact error.
     """
     if leaf.isascii() and leaf.count(b"{") + leaf.count(b"[") < MAX_DEPTH:
         try:
             text = leaf.decode("ascii")
             obj = _decode(text)
-            if type(obj) is dict and obj.keys() == _LEAF_KEYS and _encode(obj) == text:
+            if type(obj) is dict and obj.keys() == _LEAF_KEYS and _encode_dict(obj) == text:
                 index, ledger_time = obj["index"], obj["ledger_time"]
                 if type(index) is int and index >= 0 and type(ledger_time) is int \
                         and 0 <= ledger_time <= ev.MAX_TIME_MS:
-                    entry = Entry(index, ledger_time, ev.SignedEvent.from_json(obj["event"]))
-                    if _PRIMABLE:
-                        _prime(entry, leaf)
-                    return entry
+                    signed = _fast_signed(obj["event"], leaf, index, ledger_time)
+                    if signed is None:
+                        signed = ev.SignedEvent.from_json(obj["event"])
+                    return Entry(index, ledger_time, signed), obj
         except (_Slow, LedgerError, ValueError, TypeError, RecursionError):
             pass
-    return Entry.from_leaf(leaf)
+    return Entry.from_leaf(leaf), None
 
 
-def _prime(entry: Entry, leaf: bytes) -> None:
-    """Give the parsed event the encodings it would compute, cut out of the leaf.
+def _fast_signed(obj: Any, leaf: bytes, index: int, ledger_time: int) -> ev.SignedEvent | None:
+    """``SignedEvent.from_json(obj)`` for the signed event of the canonical, ASCII ``leaf``
+    (so it has an RFC 8785 form: no check of that is needed), with its encodings cut out
+    of the leaf; None when that does not apply, or if in any doubt. Raises what
+    :meth:`ledger.events.Event.from_json` raises."""
+    if not _DICT_BUILT or type(obj) is not dict or obj.keys() != _SIGNED_KEYS:
+        return None
+    sig = obj["sig"]
+    if type(sig) is not str:
+        return None
+    raw = binascii.a2b_base64(sig, strict_mode=True)
+    if len(raw) != _sodium.SIGNATURE_SIZE or base64.b64encode(raw).decode() != sig:
+        return None
+    cut = _cut(leaf, sig.encode(), index, ledger_time)
+    if cut is None:
+        return None
+    return _primed(ev.Event.from_json(obj["event"]), raw, cut)
+
+
+def _cut(leaf: bytes, sig: bytes, index: int, ledger_time: int) -> tuple[bytes, bytes] | None:
+    """The signed event's canonical bytes and the event's signing bytes, cut out of the
+    canonical ``leaf`` of entry ``index`` whose signature's base64 is ``sig``.
 
     RFC 8785 encodes an object member's value exactly as it encodes that value on its
     own, so in a canonical leaf ``{"event":S,"index":I,"ledger_time":T}`` the signed
     event's canonical bytes are S, and in ``S = {"event":E,"sig":"..."}`` the event's
-    are E: its id and signing bytes need no second and third encoding.
-    ``tests/unit/test_audit_parallel.py`` checks them against the events module's own.
+    are E: its id and signing bytes need no second and third encoding. None if the leaf
+    is not laid out so. ``tests/unit/test_audit_parallel.py`` checks them against the
+    events module's own.
     """
-    signed = entry.signed
-    tail = b',"index":%d,"ledger_time":%d}' % (entry.index, entry.ledger_time)
-    end = b',"sig":"' + base64.b64encode(signed.signature) + b'"}' + tail
+    tail = b',"index":%d,"ledger_time":%d}' % (index, ledger_time)
+    end = b',"sig":"' + sig + b'"}' + tail
     if not (leaf.startswith(_LEAF_HEAD) and leaf.endswith(end)):
-        return
-    whole = leaf[9:len(leaf) - len(tail)]
-    vars(signed)["_canonical"] = whole
-    vars(signed)["event_id"] = hashlib.sha256(whole).hexdigest()
-    vars(signed.event)["_signing_bytes"] = ev.EVENT_DOMAIN + leaf[len(_LEAF_HEAD):len(leaf)
-                                                                  - len(end)]
+        return None
+    return (leaf[9:len(leaf) - len(tail)],
+            ev.EVENT_DOMAIN + leaf[len(_LEAF_HEAD):len(leaf) - len(end)])
+
+
+def _primed(event: ev.Event, raw: bytes, cut: tuple[bytes, bytes]) -> ev.SignedEvent:
+    """``SignedEvent(event, raw)`` holding the encodings ``cut`` (:func:`_cut`) where the
+    events module caches its own (so they are not computed again)."""
+    whole, signing = cut
+    vars(event)["_signing_bytes"] = signing
+    signed: ev.SignedEvent = _new(ev.SignedEvent)
+    vars(signed).update(event=event, signature=raw, _canonical=whole,
+                        event_id=hashlib.sha256(whole).hexdigest())
+    return signed
 
 
 def _b64_key(value: object) -> bytes | None:
@@ -324,19 +459,24 @@ def _loads(leaf: bytes) -> Any:
 def _entry_of(obj: Any, leaf: bytes) -> Entry | None:
     """The entry of a leaf :func:`check_leaves` found valid (so it is exactly what
     ``Entry.from_leaf`` returns), built from its plain JSON parse without checking it
-    again; None if it is not as expected after all."""
-    try:
-        signed, body = obj["event"], obj["event"]["event"]
-        event = ev.Event(kind=body["kind"], origin=body["origin"], nonce=body["nonce"],
-                         claimed_time=body["claimed_time"], signer=body["signer"],
-                         key_id=body["key_id"], payload=body["payload"], prev=body["prev"])
-        entry = Entry(obj["index"], obj["ledger_time"],
-                      ev.SignedEvent(event, base64.b64decode(signed["sig"], validate=True)))
-    except (KeyError, TypeError, ValueError, binascii.Error):
+    again, its encodings cut out of the leaf; None if it is not as expected after all."""
+    if not _DICT_BUILT:
         return None
-    if _PRIMABLE:
-        _prime(entry, leaf)
-    return entry
+    try:
+        signed, index, ledger_time = obj["event"], obj["index"], obj["ledger_time"]
+        body, sig = signed["event"], signed["sig"]
+        cut = _cut(leaf, sig.encode(), index, ledger_time)
+        if cut is None:
+            return None
+        event: ev.Event = _new(ev.Event)
+        vars(event).update(kind=body["kind"], origin=body["origin"], nonce=body["nonce"],
+                           claimed_time=body["claimed_time"], signer=body["signer"],
+                           key_id=body["key_id"], payload=body["payload"], prev=body["prev"],
+                           v=ev.SCHEMA_VERSION)
+        return Entry(index, ledger_time,
+                     _primed(event, binascii.a2b_base64(sig, strict_mode=True), cut))
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
+        return None
 
 
 def check_leaves(items: Iterable[LeafItem]) -> list[int]:
@@ -345,20 +485,32 @@ def check_leaves(items: Iterable[LeafItem]) -> list[int]:
     the leaf parses as ``Entry.from_leaf`` requires (canonical, strict), and
     :data:`SIGNATURE_OK` if its event's signature verifies with that key. The part of
     the audit that needs no state, run in worker processes (``ledger.parallel_verify``)."""
-    codes = []
-    for leaf, leaf_hash, key in items:
-        code = LEAF_HASH_OK if hmac.compare_digest(merkle.leaf_hash(leaf), leaf_hash) else 0
-        try:
-            entry = _parse_leaf(leaf)
-        except (LedgerError, ValueError, TypeError, RecursionError):
-            codes.append(code)
-            continue
-        code |= LEAF_OK
-        signed = entry.signed
-        if key and _sodium.valid(key, signed.event.signing_bytes(), signed.signature):
-            code |= SIGNATURE_OK
-        codes.append(code)
-    return codes
+    return [_check_leaf(*item)[0] for item in items]
+
+
+def parse_leaves(items: Iterable[LeafItem]) -> list[LeafCode]:
+    """:func:`check_leaves`, with the plain JSON parse of each leaf found valid (the
+    value ``json.loads`` gives) beside its code: ``(code, parse)``. A worker process
+    sends it back (``marshal``), so the replaying process builds the entry without
+    parsing the leaf again (it is ``Entry.from_leaf``'s result: see :func:`_entry_of`)."""
+    out: list[LeafCode] = []
+    for item in items:
+        code, obj = _check_leaf(*item)
+        out.append((code, obj) if code & LEAF_OK and obj is not None else code)
+    return out
+
+
+def _check_leaf(leaf: bytes, leaf_hash: bytes, key: bytes) -> tuple[int, Any]:
+    code = LEAF_HASH_OK if hmac.compare_digest(merkle.leaf_hash(leaf), leaf_hash) else 0
+    try:
+        entry, obj = _parse_leaf_obj(leaf)
+    except (LedgerError, ValueError, TypeError, RecursionError):
+        return code, None
+    code |= LEAF_OK
+    signed = entry.signed
+    if key and _sodium.valid(key, signed.event.signing_bytes(), signed.signature):
+        code |= SIGNATURE_OK
+    return code, obj
 
 
 class _Batch:
@@ -368,13 +520,13 @@ class _Batch:
 
     def __init__(self) -> None:
         self.items: list[LeafItem] = []
-        self.result: Callable[[], Sequence[int]] | None = None
-        self.codes: Sequence[int] | None = None
+        self.result: Callable[[], Sequence[LeafCode]] | None = None
+        self.codes: Sequence[LeafCode] | None = None
 
     def start(self, checker: BatchCheck) -> None:
         self.result = checker(self.items)
 
-    def code(self, pos: int) -> int:
+    def code(self, pos: int) -> LeafCode:
         if self.codes is None:
             if self.result is None:  # pragma: no cover - every batch is started
                 raise RuntimeError("batch not started")
@@ -382,46 +534,70 @@ class _Batch:
         return self.codes[pos]
 
 
-#: An entry read ahead: index, leaf, leaf hash, time, plain JSON parse, guessed key,
-#: batch and position in it.
-_Ahead = tuple[int, bytes, bytes, int, Any, bytes | None, _Batch, int]
+#: An entry read ahead: index, leaf, leaf hash, time, guessed key, batch and position
+#: in it.
+_Ahead = tuple[int, bytes, bytes, int, bytes | None, _Batch, int]
+#: In a canonical leaf, what follows the signer's id (the event's last member is "v").
+_SIGNER_END: Final = b'","v":1},"sig":"'
+_SIGNER: Final = b'"signer":"'
+#: Leaves that may enrol a key (parsed when read, for :meth:`_Replay._guess`).
+_ENROLS: Final = (b'"kind":"' + ev.GENESIS.encode() + b'"',
+                  b'"kind":"' + ev.ACTOR_ENROL.encode() + b'"')
 
 
 class _Map(vmap.MemoryMap):
     """:class:`ledger.vmap.MemoryMap` with the same nodes and root, updated with fewer
     Python calls: a key's hash is computed once per write, and the changed paths are
-    recomputed level by level straight into ``nodes``.
+    recomputed level by level, each level's nodes kept by index (``tiers``; ``nodes``
+    gives them keyed by ``(level, index)``, as the original keeps them). It also keeps
+    the value hash each key was last set to (``hashes``), for the final comparisons.
     ``tests/unit/test_audit_parallel.py`` compares it with the original."""
 
     def __init__(self) -> None:
+        self.tiers: list[dict[int, bytes]] = [{} for _ in range(vmap.LEVELS + 1)]
         super().__init__()
         self.changed: set[int] = set()
+        self.hashes: dict[str, bytes] = {}
+
+    @property
+    def nodes(self) -> dict[vmap.NodeId, bytes]:
+        return {(level, i): h for level, tier in enumerate(self.tiers) for i, h in tier.items()}
+
+    @nodes.setter
+    def nodes(self, value: Mapping[vmap.NodeId, bytes]) -> None:
+        for tier in self.tiers:
+            tier.clear()
+        for (level, i), h in value.items():
+            self.tiers[level][i] = h
 
     def set(self, key: str, value: Mapping[str, Any]) -> None:
         if not vmap.mapped(key):
             return
         kh = vmap.key_hash(key)
         bucket = int.from_bytes(kh[:2], "big")
-        self.buckets.setdefault(bucket, {})[kh] = vmap.value_hash(value)
+        # vmap.value_hash(value), without its copy of a record that is a dict already
+        vh = hashlib.sha256(canonical(value)).digest() if type(value) is dict \
+            else vmap.value_hash(value)
+        self.buckets.setdefault(bucket, {})[kh] = self.hashes[key] = vh
         self.changed.add(bucket)
 
     def root(self) -> bytes:
-        nodes, zero = self.nodes, vmap.ZERO
+        tiers, zero = self.tiers, vmap.ZERO
         if self.changed:
-            sha256 = hashlib.sha256
+            sha256, buckets, tier = hashlib.sha256, self.buckets, tiers[0]
             for bucket in self.changed:
-                nodes[0, bucket] = vmap.bucket_hash(self.buckets[bucket].items())
+                tier[bucket] = vmap.bucket_hash(buckets[bucket].items())
             below = self.changed
             for level in range(vmap.LEVELS):
+                get, up = tiers[level].get, tiers[level + 1]
                 above = {i >> 1 for i in below}
                 for i in above:
-                    left = nodes.get((level, 2 * i), zero)
-                    right = nodes.get((level, 2 * i + 1), zero)
-                    nodes[level + 1, i] = zero if left == zero and right == zero \
+                    left, right = get(2 * i, zero), get(2 * i + 1, zero)
+                    up[i] = zero if left == zero and right == zero \
                         else sha256(b"\x03" + left + right).digest()
                 below = above
             self.changed = set()
-        return nodes.get((vmap.LEVELS, 0), zero)
+        return tiers[vmap.LEVELS].get(0, zero)
 
 
 class _Replay:
@@ -436,7 +612,7 @@ class _Replay:
         self.progress = progress
         #: The state map, and its root after every entry (32 bytes each), or only at the
         #: ``map_sizes`` given (the checkpoint sizes: a group-committed log has few).
-        self.map: vmap.MemoryMap = _Map()
+        self.map = _Map()
         self.map_sizes = map_sizes
         self.map_roots = bytearray()
         self.map_roots_at: dict[int, bytes] = {}
@@ -459,8 +635,7 @@ class _Replay:
 
     def value_hash(self, key: str) -> bytes | None:
         """The map's hash of the replayed record ``key`` (a mapped key, after the run)."""
-        kh = vmap.key_hash(key)
-        return self.map.buckets.get(int.from_bytes(kh[:2], "big"), {}).get(kh)
+        return self.map.hashes.get(key)
 
     def flush(self) -> None:
         for key, value in self.pending.items():
@@ -508,9 +683,8 @@ class _Replay:
                         ended = True
                         break
                     self.parsed += 1
-                    obj = _loads(leaf)
-                    key = self._guess(obj)
-                    window.append((index, leaf, leaf_hash, ledger_time, obj, key, batch,
+                    key = self._guess_key(leaf)
+                    window.append((index, leaf, leaf_hash, ledger_time, key, batch,
                                    len(batch.items)))
                     batch.items.append((leaf, leaf_hash, key or b""))
                     if len(batch.items) >= CHUNK:
@@ -529,14 +703,15 @@ class _Replay:
                         return failure
 
     def _replay_checked(self, index: int, leaf: bytes, leaf_hash: bytes, ledger_time: int,
-                        obj: Any, key: bytes | None, batch: _Batch,
-                        pos: int) -> _Failure | None:
+                        key: bytes | None, batch: _Batch, pos: int) -> _Failure | None:
         """Steps 2-4 for an entry :func:`check_leaves` has seen."""
-        code = batch.code(pos)
+        got = batch.code(pos)
+        code, obj = got if isinstance(got, tuple) else (got, None)
         if not code & LEAF_HASH_OK:
             return _Failure(index, "leaf", f"entry {index}: stored leaf hash is not "
                             "SHA-256(0x00 || leaf)")
-        entry = _entry_of(obj, leaf) if code & LEAF_OK else None
+        entry = _entry_of(_loads(leaf) if obj is None else obj, leaf) \
+            if code & LEAF_OK else None
         parsed = self._finish(index, leaf, leaf_hash, ledger_time, entry)
         if isinstance(parsed, _Failure):
             return parsed
@@ -557,6 +732,17 @@ class _Replay:
         if public_key == pk and signature == sig and message == msg:
             return ok
         return None
+
+    def _guess_key(self, leaf: bytes) -> bytes | None:
+        """:meth:`_guess` for the leaf's bytes, parsing only leaves that may enrol a key;
+        for any other the signer's id is found where a canonical leaf has it."""
+        if _ENROLS[0] in leaf or _ENROLS[1] in leaf:
+            return self._guess(_loads(leaf))
+        end = leaf.rfind(_SIGNER_END)
+        start = leaf.rfind(_SIGNER, 0, end) + len(_SIGNER)
+        if end < 0 or start < len(_SIGNER):
+            return None
+        return self.keys.get(leaf[start:end].decode("ascii", "replace"))
 
     def _guess(self, obj: Any) -> bytes | None:
         """The key the rules will most likely check the signature of the leaf ``obj``
@@ -676,8 +862,9 @@ def replay(entries: Iterable[EntryLike], batch_checker: BatchCheck | None = None
     """Replay ``entries`` (steps 1-4) into a fresh state; ``failure`` names the first
     entry that does not replay (the state is then the state before it)."""
     r = _Replay(None, ())
-    bad = r.run(entries, batch_checker)
-    r.map.root()
+    with _gc_paused():
+        bad = r.run(entries, batch_checker)
+        r.map.root()
     return Replayed(r.tree.size, r.state.records, r.written_at, r.map,
                     None if bad is None else f"entry {bad.index} ({bad.kind}): {bad.detail}")
 
@@ -771,9 +958,14 @@ def _checkpoints(cps: Iterable[tuple[int, str]], replay: _Replay, complete: bool
 
 
 def _nodes(nodes: Iterable[NodeRow], tree: _Tree, complete: bool) -> _Failure | None:
-    """Step 7: stored perfect nodes against the recomputed ones, and none missing."""
+    """Step 7: stored perfect nodes against the recomputed ones, and none missing.
+
+    Rows that follow one another in a level (as the store reads them) are compared a run
+    at a time, as one byte string against the packed level; a run that differs anywhere
+    is gone through row by row, in the order read, as every row would otherwise be."""
     n = tree.size
-    seen = [bytearray(tree.count(level)) for level in range(len(tree.levels))]
+    levels = tree.levels
+    seen = [bytearray(len(level) // 32) for level in levels]
     worst: _Failure | None = None
 
     def note(f: _Failure) -> None:
@@ -781,21 +973,50 @@ def _nodes(nodes: Iterable[NodeRow], tree: _Tree, complete: bool) -> _Failure | 
         if worst is None or f.rank() < worst.rank():
             worst = f
 
-    for level, index, value in nodes:
+    def one(level: int, index: int, value: bytes) -> None:
         first, end = index << level, (index + 1) << level
         if level < 0 or index < 0:
             note(_Failure(0, "node", f"stored node ({level}, {index}) has a negative id"))
-            continue
+            return
         if end > n:
             if complete:
                 note(_Failure(n, "missing", f"a stored Merkle node covers leaves {first}-"
                               f"{end - 1} but the log has only {n} entries"))
-            continue
+            return
         if bytes(value) != tree.get((level, index)):
             kind = "leaf" if level == 0 else "node"
             note(_Failure(first, kind, f"stored Merkle node ({level}, {index}) over leaves "
                           f"{first}-{end - 1} differs from the recomputed one"))
         seen[level][index] = 1
+
+    run_level, run_start = 0, 0  # a run of rows: its level and first index, and hashes
+    run: list[bytes] = []
+
+    def flush() -> None:
+        count = len(run)
+        if not count:
+            return
+        if (run_start + count) << run_level <= n and set(map(len, run)) == {32} \
+                and b"".join(run) == levels[run_level][32 * run_start:32 * (run_start + count)]:
+            seen[run_level][run_start:run_start + count] = b"\x01" * count
+        else:
+            for j, value in enumerate(run):
+                one(run_level, run_start + j, value)
+        run.clear()
+
+    for level, index, value in nodes:
+        if run and index == run_start + len(run) and level == run_level \
+                and type(index) is int and type(level) is int and len(run) < _RUN:
+            run.append(value)
+            continue
+        flush()
+        if type(level) is int and type(index) is int and 0 <= level < len(levels) \
+                and index >= 0:
+            run_level, run_start = level, index
+            run.append(value)
+        else:
+            one(level, index, value)
+    flush()
     if complete:
         for level, flags in enumerate(seen):
             gap = flags.find(0)
@@ -803,6 +1024,10 @@ def _nodes(nodes: Iterable[NodeRow], tree: _Tree, complete: bool) -> _Failure | 
                 note(_Failure(gap << level, "node", f"Merkle node ({level}, {gap}) is "
                               "missing from the store"))
     return worst
+
+
+#: Stored Merkle nodes compared at a time by :func:`_nodes`.
+_RUN: Final = 4096
 
 
 def _canon(value: object) -> bytes | None:
@@ -850,15 +1075,25 @@ def _state(stored: Iterable[tuple[str, object]], replay: _Replay,
         records = {k: v for k, v in records.items() if vmap.mapped(k)}
     end = replay.tree.size
     unseen = set(records)
+    hashes, sha256 = replay.map.hashes, hashlib.sha256
     worst: _Failure | None = None
     for key, value in stored:
-        if key not in records:
+        record = records.get(key)
+        if record is None:  # (a record is a dict, never None)
             f = _Failure(None, "state", f"{what} key {key!r} is stored but no entry wrote it",
                          end)
         else:
             unseen.discard(key)
-            if _same(value, records[key],
-                     replay.value_hash(key) if vmap.mapped(key) else None):
+            value_hash = hashes.get(key)  # the map's hash of the record (mapped keys)
+            if type(value) is str:  # the usual stored text: compared without _same's calls
+                if value_hash is not None and sha256(value.encode()).digest() == value_hash:
+                    continue
+                try:
+                    if _encode_dict(record) == value:
+                        continue
+                except (ValueError, TypeError, RecursionError):
+                    pass
+            if _same(value, record, value_hash):
                 continue
             f = _Failure(replay.written_at[key], "state", f"{what} key {key!r} differs from "
                          f"the replayed value written by entry {replay.written_at[key]}", end)
@@ -875,17 +1110,41 @@ def _state(stored: Iterable[tuple[str, object]], replay: _Replay,
 def _map_nodes(stored: Iterable[NodeRow], replay: _Replay) -> _Failure | None:
     """Step 8: the newest stored state-map nodes equal the recomputed ones."""
     replay.map.root()
-    want = {n: h for n, h in replay.map.nodes.items() if h != vmap.ZERO}
-    end = replay.tree.size
+    zero, end = vmap.ZERO, replay.tree.size
+    # The recomputed nodes, level by level (as ``nodes`` without ZERO: a stored ZERO
+    # node matches a node the map does not have).
+    tiers = [{i: h for i, h in tier.items() if h != zero} for tier in replay.map.tiers]
+    rows = iter(stored)
+    for level, idx, value in rows:
+        if type(level) is not int:  # e.g. 1.0 or True, equal to a level: as a key would
+            return _map_nodes_keyed(itertools.chain([(level, idx, value)], rows), tiers, end)
+        got = tiers[level].pop(idx, zero) if 0 <= level < len(tiers) else zero
+        if got != value:
+            return _map_node_differs(level, idx, end)
+    for level, tier in enumerate(tiers):
+        if tier:
+            return _Failure(None, "map", f"state-map node ({level}, {min(tier)}) is missing "
+                            "from the store", end)
+    return None
+
+
+def _map_nodes_keyed(stored: Iterable[NodeRow], tiers: list[dict[int, bytes]],
+                     end: int) -> _Failure | None:
+    """:func:`_map_nodes` from here on, with the nodes keyed by ``(level, index)``."""
+    want = {(level, i): h for level, tier in enumerate(tiers) for i, h in tier.items()}
     for level, idx, value in stored:
         if want.pop((level, idx), vmap.ZERO) != value:
-            return _Failure(None, "map", f"stored state-map node ({level}, {idx}) differs from "
-                            "the node recomputed from the replayed state", end)
+            return _map_node_differs(level, idx, end)
     if want:
         (level, idx), _ = min(want.items())
         return _Failure(None, "map", f"state-map node ({level}, {idx}) is missing from the "
                         "store", end)
     return None
+
+
+def _map_node_differs(level: int, idx: int, end: int) -> _Failure:
+    return _Failure(None, "map", f"stored state-map node ({level}, {idx}) differs from the "
+                    "node recomputed from the replayed state", end)
 
 
 def _trusted(note: str, replay: _Replay, complete: bool, key: str | None) -> _Failure | None:
@@ -942,28 +1201,29 @@ def audit(
     same with or without it.
     Never raises for bad data: every problem is reported in the returned :class:`AuditReport`.
     """
-    replay = _Replay(progress, checkpoint_sizes)
-    bad = replay.run(entries, batch_checker)
-    complete = bad is None
-    failures: list[_Failure] = [] if bad is None else [bad]
-    key, key_failure = _log_key(replay, log_verifier_key, genesis_log_keys)
-    failures += [f for f in (
-        key_failure,
-        _checkpoints(checkpoints, replay, complete, key),
-        _nodes(stored_nodes(), replay.tree, complete) if stored_nodes is not None else None,
-        _state(state, replay) if state is not None and complete else None,
-        _state(served_state, replay, partial=True)
-        if served_state is not None and complete else None,
-        _state(state_history, replay, what="state history")
-        if state_history is not None and complete else None,
-        _map_nodes(stored_map, replay) if stored_map is not None and complete else None,
-        _trusted(trusted_checkpoint, replay, complete, key)
-        if trusted_checkpoint is not None else None,
-    ) if f is not None]
-    size = replay.tree.size
-    root_hex = replay.tree.frontier.root().hex()
-    if not failures:
-        return AuditReport(True, size, None, None, f"all {size} entries verified", size,
-                           root_hex)
-    first = min(failures, key=_Failure.rank)
-    return AuditReport(False, size, first.index, first.kind, first.detail, size, root_hex)
+    with _gc_paused():
+        replay = _Replay(progress, checkpoint_sizes)
+        bad = replay.run(entries, batch_checker)
+        complete = bad is None
+        failures: list[_Failure] = [] if bad is None else [bad]
+        key, key_failure = _log_key(replay, log_verifier_key, genesis_log_keys)
+        failures += [f for f in (
+            key_failure,
+            _checkpoints(checkpoints, replay, complete, key),
+            _nodes(stored_nodes(), replay.tree, complete) if stored_nodes is not None else None,
+            _state(state, replay) if state is not None and complete else None,
+            _state(served_state, replay, partial=True)
+            if served_state is not None and complete else None,
+            _state(state_history, replay, what="state history")
+            if state_history is not None and complete else None,
+            _map_nodes(stored_map, replay) if stored_map is not None and complete else None,
+            _trusted(trusted_checkpoint, replay, complete, key)
+            if trusted_checkpoint is not None else None,
+        ) if f is not None]
+        size = replay.tree.size
+        root_hex = replay.tree.head().hex()
+        if not failures:
+            return AuditReport(True, size, None, None, f"all {size} entries verified", size,
+                               root_hex)
+        first = min(failures, key=_Failure.rank)
+        return AuditReport(False, size, first.index, first.kind, first.detail, size, root_hex)

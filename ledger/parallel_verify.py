@@ -11,7 +11,9 @@ workers or on how the triples are cut into batches: each triple is checked on it
 
 The audit also has its workers parse its leaves (``check_leaves``: the stateless part of
 :func:`ledger.audit.audit`, signature included), the work the replaying process would
-otherwise do on top of the rules.
+otherwise do on top of the rules. A worker sends each valid leaf's parse back with its
+code (:func:`ledger.audit.parse_leaves`), so the replaying process does not parse it
+again.
 
 Why processes and not threads: libsodium runs without the GIL, but a thread coming back
 from the C call needs the GIL again, and while another thread runs Python (the audit's
@@ -24,8 +26,11 @@ PyNaCl (no ``multiprocessing`` re-import of the caller's ``__main__``, no fork o
 process that may hold locks in other threads), reads length-prefixed batches on
 stdin (a reader thread drains the pipe, so a caller never blocks on a busy worker) and
 writes the failing positions on stdout, in a plain length-prefixed binary framing
-(:func:`_pack`, no pickle). A batch a dead worker cannot answer is checked in the
-calling process instead, and the pool stops using workers (never a wrong answer).
+(:func:`_pack`, no pickle); the codes and parses of a batch of leaves go back as one
+``marshal`` value (plain JSON values only, read back by the same interpreter that
+started the worker, from its own pipe). A batch a dead worker cannot answer is checked
+in the calling process instead, and the pool stops using workers (never a wrong
+answer).
 
 Small jobs are checked in the calling process: starting a worker costs ~0.1 s, about
 2,000 checks (``start_after``); and until a worker says it is ready (it has imported
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import marshal
 import os
 import queue
 import re
@@ -46,19 +52,23 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 from ledger import _sodium
 
 Triple = tuple[bytes, bytes, bytes]
 _LEN: Final = struct.Struct("<Q")
-_JOB: Final = struct.Struct("<QI")
+_JOB: Final = struct.Struct("<QI")  # job id, count
+_ID: Final = struct.Struct("<Q")
+_COUNT: Final = struct.Struct("<I")
 _KIND: Final = struct.Struct("<B")
 #: What a worker runs on a batch: Ed25519 triples (the failing positions), or the
-#: audit's entries (a code per entry, :func:`ledger.audit.check_leaves`).
+#: audit's entries (a code per entry, :func:`ledger.audit.check_leaves`; a worker
+#: process answers :func:`ledger.audit.parse_leaves`, the codes with each valid leaf's
+#: parse, in ``marshal`` form: plain values between two processes of this interpreter).
 TRIPLES: Final = 0
 LEAVES: Final = 1
-_SIZES: Final = struct.Struct("<HHI")
+_SIZES: Final = struct.Struct("<III")  # lengths of the three parts (a leaf may pass 64 KiB)
 _POS: Final = struct.Struct("<I")
 _PIPE_BYTES: Final = 1 << 20
 _MODULE: Final = re.compile(r"ledger(\.[a-z_]+)+")
@@ -85,21 +95,22 @@ def idle_cores() -> float:
 
 
 class Result:
-    """The positions that fail in one submitted batch; calling it waits for them."""
+    """The positions that fail in one submitted batch (or the codes of a
+    :meth:`VerifyPool.check_leaves` batch); calling it waits for them."""
 
     __slots__ = ("_get", "_value")
 
-    def __init__(self, get: Callable[[], list[int]]) -> None:
+    def __init__(self, get: Callable[[], list[Any]]) -> None:
         self._get = get
-        self._value: list[int] | None = None
+        self._value: list[Any] | None = None
 
-    def __call__(self) -> list[int]:
+    def __call__(self) -> list[Any]:
         if self._value is None:
             self._value = self._get()
         return self._value
 
 
-def _done(value: list[int]) -> Result:
+def _done(value: list[Any]) -> Result:
     result = Result(list)
     result._value = value
     return result
@@ -122,7 +133,7 @@ class _Worker:
         _grow_pipe(self.stdin)
         #: Batches sent and not answered yet (kept to check them here if the worker dies).
         self.waiting: dict[int, list[Triple]] = {}
-        self.answers: dict[int, list[int]] = {}
+        self.answers: dict[int, list[Any]] = {}
         self.kinds: dict[int, int] = {}
         self.alive = True
         self._ready = False
@@ -157,17 +168,16 @@ class _Worker:
         except OSError:
             self.alive = False
 
-    def answer(self, job: int) -> list[int]:
+    def answer(self, job: int) -> list[Any]:
         while job not in self.answers:
             if not self.alive:
                 self.answers[job] = _run(self.kinds[job], self.waiting[job])
                 break
             try:
-                got, bad = _read(self.stdout)
-            except (OSError, EOFError, struct.error, ValueError):
+                got, data = _read(self.stdout)
+                self.answers[got] = _decode(self.kinds[got], data)
+            except (OSError, EOFError, struct.error, ValueError, KeyError, TypeError):
                 self.alive = False
-                continue
-            self.answers[got] = bad
         self.waiting.pop(job, None)
         self.kinds.pop(job, None)
         return self.answers.pop(job)
@@ -250,7 +260,8 @@ class VerifyPool:
 
     def check_leaves(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> Result:
         """Start :func:`ledger.audit.check_leaves` on the audit's ``(leaf, leaf hash,
-        public key)`` items; the result gives a code per item."""
+        public key)`` items; the result gives a code per item (from a worker: with the
+        leaf's parse, :func:`ledger.audit.parse_leaves`)."""
         return self._submit(LEAVES, items)
 
     def _submit(self, kind: int, items: Sequence[Triple]) -> Result:
@@ -285,7 +296,8 @@ def verify_all(triples: Sequence[Triple], workers: int | None = None) -> list[in
         return pool.verify(triples)
 
 
-def _run(kind: int, items: list[Triple]) -> list[int]:
+def _run(kind: int, items: list[Triple]) -> list[Any]:
+    """A batch checked in the calling process."""
     if kind == TRIPLES:
         return _sodium.failing(items)
     if kind == LEAVES:
@@ -293,6 +305,29 @@ def _run(kind: int, items: list[Triple]) -> list[int]:
 
         return check_leaves(items)
     raise ValueError(f"unknown job kind {kind}")
+
+
+def _work(kind: int, items: list[Triple]) -> tuple[int, bytes]:
+    """A batch checked in a worker: the answer's count and bytes (:func:`_decode`)."""
+    if kind == LEAVES:
+        from ledger.audit import parse_leaves
+
+        return len(items), marshal.dumps(parse_leaves(items))
+    bad = _run(kind, items)
+    return len(bad), b"".join(_POS.pack(p) for p in bad)
+
+
+def _decode(kind: int, data: bytes) -> list[Any]:
+    """A worker's answer (:func:`_read`) to a batch of that kind."""
+    count, body = _COUNT.unpack_from(data)[0], data[_COUNT.size:]
+    if kind == LEAVES:
+        codes = marshal.loads(body)  # noqa: S302 - from our own worker, over its pipe
+        if type(codes) is not list or len(codes) != count:
+            raise ValueError("malformed answer")
+        return codes
+    if len(body) != count * _POS.size:
+        raise ValueError("malformed answer")
+    return [p for (p,) in _POS.iter_unpack(body)]
 
 
 def _grow_pipe(pipe: IO[bytes]) -> None:
@@ -340,13 +375,14 @@ def _frame(stream: IO[bytes]) -> bytes:
     return data
 
 
-def _read(stream: IO[bytes]) -> tuple[int, list[int]]:
-    """An answer: job id, count, then the failing positions."""
+def _read(stream: IO[bytes]) -> tuple[int, bytes]:
+    """An answer: its job id, and the count and answer bytes for :func:`_decode` (the
+    failing positions, or the codes of a batch of leaves)."""
     data = _frame(stream)
-    job, count = _JOB.unpack_from(data)
-    if len(data) != _JOB.size + count * _POS.size:
+    if len(data) < _JOB.size:
         raise ValueError("malformed answer")
-    return job, [p for (p,) in _POS.iter_unpack(data[_JOB.size:])]
+    (job,) = _ID.unpack_from(data)
+    return job, data[_ID.size:]
 
 
 def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
@@ -368,8 +404,8 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
     while (data := jobs.get()) is not None:
         (kind,) = _KIND.unpack_from(data)
         job, items = _unpack(data[_KIND.size:])
-        out_ints = _run(kind, items)
-        answer = _JOB.pack(job, len(out_ints)) + b"".join(_POS.pack(p) for p in out_ints)
+        count, body = _work(kind, items)
+        answer = _JOB.pack(job, count) + body
         out.write(_LEN.pack(len(answer)) + answer)
         out.flush()
 
