@@ -160,7 +160,7 @@ def build_big_log(path: Path, size: int) -> bytes:
             leaf = b"synthetic leaf %d" % i
             lh = merkle.leaf_hash(leaf)
             entries.append((i, leaf, lh, f"{i:064x}", 0))
-            nodes.extend(frontier.append(lh))
+            nodes.extend(frontier.add_leaf(lh))
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO entries (idx, leaf, leaf_hash, event_id, ledger_time) "
                          "VALUES (?, ?, ?, ?, ?)", entries)

@@ -250,7 +250,7 @@ def bulk(conn: Any, pg: bool, start: int, end: int, artefacts: int,
         touched: dict[str, dict[str, Any]] = {}
         for (leaf, leaf_hash, event_id), (who, art, nonce) in pending:
             rows.append((index, leaf, leaf_hash, event_id, t0 + (index - start)))
-            nodes += frontier.append(leaf_hash)
+            nodes += frontier.add_leaf(leaf_hash)
             aid = artefact_id(art)
             refs_rows += [(aid, index), (CASE, index), (ACTORS[who], index)]
             state_rows.append(("nonce/" + nonce.hex(), _NONCE % (event_id, index), last, None))

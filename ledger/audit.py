@@ -206,7 +206,7 @@ class _Tree:
     def size(self) -> int:
         return len(self._levels[0]) // 32
 
-    def append(self, leaf_hash: bytes) -> None:
+    def add_leaf(self, leaf_hash: bytes) -> None:
         if len(leaf_hash) != merkle.HASH_SIZE:
             raise InvalidInput(f"a leaf hash must be a {merkle.HASH_SIZE}-byte SHA-256 hash")
         self._levels[0] += leaf_hash
@@ -841,7 +841,7 @@ class _Replay:
         elif size in self.map_sizes:
             self.flush()
             self.map_roots_at[size] = self.map.root()
-        self.tree.append(leaf_hash)
+        self.tree.add_leaf(leaf_hash)
         if self.progress is not None and size % PROGRESS_EVERY == 0:
             self.progress(size)
         return None

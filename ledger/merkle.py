@@ -111,8 +111,8 @@ class Frontier:
     def copy(self) -> Frontier:
         return Frontier(self._size, self._hashes)
 
-    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
-        """Append one leaf hash; return every perfect node this append completed,
+    def add_leaf(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add one leaf hash; return every perfect node this append completed,
         ``(level, index, hash)`` from level 0 upwards."""
         _check_hash(leaf, "a leaf hash")
         index = self._size

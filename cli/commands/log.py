@@ -15,10 +15,8 @@ from cli.witness_opts import Quorum, Witnesses, WitnessPolicy, check_witnessed, 
 from ledger.errors import InvalidInput, LedgerError, NotFound, VerificationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from ledger.audit import AuditReport
-    from ledger.store.base import LedgerStore
 
 app = typer.Typer(help="Read the transparency log: checkpoints, entries and Merkle proofs "
                   "(RFC 6962, C2SP tlog-checkpoint).", no_args_is_help=True)
@@ -157,10 +155,6 @@ def audit(
     the log key pinned in this home. When it passes, the checkpoint this client keeps
     advances to the ledger's latest one (only if it verifies and extends it). Exit 0 when
     everything verifies, 1 otherwise."""
-    from ledger.fabric.store import FabricStore
-    from ledger.store.audit_sql import audit_store
-    from ledger.store.sql import SqlStore
-
     c = context.get(ctx).reading_as(as_)
     store = c.reader()
     home = c.loaded()
@@ -168,15 +162,10 @@ def audit(
     trusted = _checkpoint_file(checkpoint_file) if checkpoint_file \
         else home.remembered_checkpoint()
     with context.progress(c, "Auditing", total=store.size()) as advance:
-        if isinstance(store, FabricStore):  # this organisation's log derived from the chain
-            report = audit_store(store.node.store, trusted_checkpoint=trusted,
-                                 progress=advance, log_verifier_key=pinned,
-                                 genesis_log_keys=store.node_keys())
-        elif isinstance(store, SqlStore):  # embedded: also the stored nodes and state table
-            report = audit_store(store, trusted_checkpoint=trusted, progress=advance,
-                                 log_verifier_key=pinned)
-        else:  # a server: replay what it serves, here, against the pinned log key
-            report = _remote_audit(store, pinned, trusted, advance)
+        # Embedded: every table; Fabric: the log derived from the chain; a server: what it
+        # serves, replayed here against the pinned log key.
+        report = store.audit(trusted_checkpoint=trusted, log_verifier_key=pinned,
+                             progress=advance)
     if report.ok:
         report = _advance_kept_checkpoint(c, report)
     if context.want_json(ctx, json_):
@@ -210,31 +199,14 @@ def _checkpoint_file(path: Path) -> str:
     return text
 
 
-#: The state namespaces a server lists (``nonce/`` replay bookkeeping is not compared).
-_SERVED_STATE = ("ledger", "org/", "orgadmin/", "orgkey/", "actor/", "case/", "lb/", "art/",
-                 "tr/", "sha/", "hist/")
-
-
 @app.command("rebuild-state")
 def rebuild_state(ctx: typer.Context, json_: Json = False) -> None:
     """Rebuild the state cache from the log after it was edited outside the log (writes
     and reads refuse it until then). The replayed state is written only if it gives the
     state-map root signed in the latest checkpoint; otherwise exit 1 and nothing changes.
     Embedded ledgers (run it on the server's machine for a server's database)."""
-    from ledger.fabric.store import FabricStore
-    from ledger.store.repair import rebuild_state as rebuild
-    from ledger.store.sql import SqlStore
-
     c = context.get(ctx)
-    store = c.reader()
-    if isinstance(store, FabricStore):
-        raise InvalidInput("on a Fabric network an organisation's log is derived from its "
-                           "peer's blocks: move the ledger.db* files out of "
-                           f"{store.node.dir} and the next command derives it again")
-    if not isinstance(store, SqlStore):
-        raise InvalidInput("rebuild-state works on the ledger database itself: run it on the "
-                           "server's machine with that server's home")
-    done = rebuild(store, c.loaded().pinned_log_key())
+    done = c.reader().rebuild_state(c.loaded().pinned_log_key())
     if context.want_json(ctx, json_):
         context.emit_json(done.to_json())
     elif done.repaired:
@@ -242,30 +214,6 @@ def rebuild_state(ctx: typer.Context, json_: Json = False) -> None:
                               f"(size {done.size}): {', '.join(done.repaired)}")
     else:
         context.console.print(f"The state cache already matches the log (size {done.size})")
-
-
-def _remote_audit(store: LedgerStore, pinned: str | None, trusted: str | None,
-                  advance: Callable[[int], None]) -> AuditReport:
-    """Replay the served log up to one size, and compare the state records the server
-    serves this caller (its cache) with the replayed ones: an edited server state is a
-    ``state`` failure naming the key. A log that grows meanwhile is audited again (once)
-    rather than reported as a false difference."""
-    from ledger.audit import audit as pure_audit
-
-    roles: set[str] = getattr(store, "caller_roles", set)()
-    auditor = "auditor" in roles  # an auditor is shown the whole state: all must match
-    for attempt in range(2):
-        size = store.size()
-        shown = ((k, v) for prefix in (*_SERVED_STATE, *(("nonce/",) if auditor else ()))
-                 for k, v in store.state_items(prefix))
-        report = pure_audit(store.entries(0, size),
-                            ((s, n) for s, n in store.checkpoints() if s <= size),
-                            log_verifier_key=pinned, trusted_checkpoint=trusted,
-                            progress=advance, state=shown if auditor else None,
-                            served_state=None if auditor else shown)
-        if report.ok or report.kind != "state" or store.size() == size or attempt:
-            return report
-    return report
 
 
 def _advance_kept_checkpoint(c: context.Ctx, report: AuditReport) -> AuditReport:

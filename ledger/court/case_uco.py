@@ -92,7 +92,7 @@ def scan_case(leaves: Iterable[bytes], *, case: str, origin: str, size: int,
         if position >= size:
             raise VerificationError(f"the log holds more than the checkpoint's {size} entries "
                                     "in this read")
-        frontier.append(merkle.leaf_hash(leaf))
+        frontier.add_leaf(merkle.leaf_hash(leaf))
         if not any(w in leaf for w in wanted):  # a cheap filter; kinds are parsed below
             continue
         try:

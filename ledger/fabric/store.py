@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger import _sodium, keys
 from ledger.bundle import Bundle, Fault
@@ -49,6 +49,10 @@ from ledger.fabric import wire
 from ledger.note import NoteSigner, split_note
 from ledger.store.base import AppendResult, StoredEntry
 from ledger.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from ledger.audit import AuditReport
+    from ledger.store.repair import Repair
 
 Clock = Callable[[], int]
 #: Reads catch up with the peer when the last catch-up is older than this (ms).
@@ -427,6 +431,22 @@ class FabricStore:
     def node_keys(self) -> list[str]:
         """The log keys of the organisation nodes known here (the genesis names one)."""
         return sorted(n.log_key for n in self.nodes.values())
+
+    def audit(self, *, trusted_checkpoint: str | None = None,
+              log_verifier_key: str | None = None,
+              progress: Callable[[int], None] | None = None) -> AuditReport:
+        """This organisation's log, derived from the chain, audited like a SQL store
+        (the genesis may name any organisation node's log key)."""
+        from ledger.store.audit_sql import audit_store
+
+        return audit_store(self.node.store, trusted_checkpoint=trusted_checkpoint,
+                           progress=progress, log_verifier_key=log_verifier_key,
+                           genesis_log_keys=self.node_keys())
+
+    def rebuild_state(self, log_key: str) -> Repair:
+        raise InvalidInput("on a Fabric network an organisation's log is derived from its "
+                           "peer's blocks: move the ledger.db* files out of "
+                           f"{self.node.dir} and the next command derives it again")
 
     def witness_keys(self) -> dict[str, str]:
         """The witness (cosignature) keys of the other local organisations' nodes."""

@@ -12,13 +12,17 @@ every backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.bundle import Bundle, Fault
 from ledger.errors import LedgerError
 from ledger.events import SignedEvent
+
+if TYPE_CHECKING:
+    from ledger.audit import AuditReport
+    from ledger.store.repair import Repair
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,23 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # ---- the ledger as a whole -------------------------------------------------------
+
+    def audit(self, *, trusted_checkpoint: str | None = None,
+              log_verifier_key: str | None = None,
+              progress: Callable[[int], None] | None = None) -> AuditReport:
+        """Re-verify from scratch everything this store can show (:mod:`ledger.audit`):
+        a SQL store its own tables (nodes and state included), a Fabric organisation the
+        log it derived from the chain, a server's client what the server serves, replayed
+        here against ``log_verifier_key`` (the client's pinned key)."""
+        ...
+
+    def rebuild_state(self, log_key: str) -> Repair:
+        """Rewrite the state cache from the replayed log, only if the result gives the
+        state-map root signed in the latest checkpoint. Only where the cache lives:
+        :class:`~ledger.errors.InvalidInput` elsewhere (a server's client, Fabric)."""
+        ...
 
     # ---- witness cosignatures (C2SP tlog-cosignature; ledger/witness.py) -----------
 

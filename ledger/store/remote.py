@@ -50,11 +50,14 @@ from ledger import errors as e
 from ledger import merkle
 from ledger.bundle import Bundle, Fault
 from ledger.events import SignedEvent
+from ledger.fsutil import fsync_dir
 from ledger.store.base import AppendResult, StoredEntry
 
 if TYPE_CHECKING:
+    from ledger.audit import AuditReport
     from ledger.home import Home
     from ledger.service import ActorKey
+    from ledger.store.repair import Repair
 
 AUTH_DOMAIN = b"custody-ledger/v1/auth\n"
 TokenSource = Callable[[], str] | str | None
@@ -116,6 +119,12 @@ def _int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise e.UpstreamError(f"the server sent a malformed {what}")
     return value
+
+
+#: The state namespaces a server lists (``nonce/`` replay bookkeeping is not compared,
+#: except for an auditor, who is shown everything).
+SERVED_STATE = ("ledger", "org/", "orgadmin/", "orgkey/", "actor/", "case/", "lb/", "art/",
+                "tr/", "sha/", "hist/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +460,40 @@ class RemoteStore:
         if self._owns_client:
             self._client.close()
 
+    # ---- the ledger as a whole -------------------------------------------------------
+
+    def audit(self, *, trusted_checkpoint: str | None = None,
+              log_verifier_key: str | None = None,
+              progress: Callable[[int], None] | None = None) -> AuditReport:
+        """Replay the served log up to one size HERE, against the pinned key, and compare
+        the state records the server serves this caller (its cache) with the replayed
+        ones: an edited server state is a ``state`` failure naming the key. A log that
+        grows meanwhile is audited again (once) rather than reported as a false
+        difference."""
+        from ledger.audit import audit as replay
+
+        auditor = "auditor" in self.caller_roles()  # shown the whole state: all must match
+
+        def at(size: int) -> AuditReport:
+            shown = ((k, v) for prefix in (*SERVED_STATE, *(("nonce/",) if auditor else ()))
+                     for k, v in self.state_items(prefix))
+            return replay(self.entries(0, size),
+                          ((s, n) for s, n in self.checkpoints() if s <= size),
+                          log_verifier_key=log_verifier_key,
+                          trusted_checkpoint=trusted_checkpoint, progress=progress,
+                          state=shown if auditor else None,
+                          served_state=None if auditor else shown)
+
+        size = self.size()
+        report = at(size)
+        if not report.ok and report.kind == "state" and self.size() != size:
+            report = at(self.size())  # the log grew while the state was read
+        return report
+
+    def rebuild_state(self, log_key: str) -> Repair:
+        raise e.InvalidInput("rebuild-state works on the ledger database itself: run it on "
+                             "the server's machine with that server's home")
+
     # ---- evidence packages (api/routes/packages.py) ----------------------------------
 
     def package_state(self, sha256: str) -> tuple[str, int, int | None]:
@@ -700,11 +743,7 @@ def _pause(attempt: int, exc: e.LedgerError) -> None:
 
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # not every file system syncs a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path)
 
 
 def _receipt(data: object) -> AppendResult:

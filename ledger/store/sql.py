@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -53,6 +53,10 @@ from ledger.rules import Context, Record, apply
 from ledger.store import schema as t
 from ledger.store.base import AppendResult, StoredEntry
 from ledger.store.sqlmap import Exec, MapCache, Sql, bucket_of, insert_sql, map_proof
+
+if TYPE_CHECKING:
+    from ledger.audit import AuditReport
+    from ledger.store.repair import Repair
 
 Clock = Callable[[], int]
 _T = TypeVar("_T")
@@ -664,6 +668,20 @@ class SqlStore:
             raise describe_database_error(exc, url) from None
         return cls(engine, signer=signer, clock=clock, reader=reader, verify_key=verify_key)
 
+    def audit(self, *, trusted_checkpoint: str | None = None,
+              log_verifier_key: str | None = None,
+              progress: Callable[[int], None] | None = None) -> AuditReport:
+        """Every table: leaves, signatures, rules, checkpoints, stored nodes, state."""
+        from ledger.store.audit_sql import audit_store
+
+        return audit_store(self, trusted_checkpoint=trusted_checkpoint, progress=progress,
+                           log_verifier_key=log_verifier_key)
+
+    def rebuild_state(self, log_key: str) -> Repair:
+        from ledger.store.repair import rebuild_state
+
+        return rebuild_state(self, log_key)
+
     def close(self) -> None:
         if self._wal is not None:
             self._wal.close()
@@ -909,7 +927,7 @@ class SqlStore:
                 accepted.append((len(outcomes), leaf_hash, event_id, now, effects.result))
                 outcomes.append(None)
                 rows.append((index, leaf, leaf_hash, event_id, now))
-                node_rows += frontier.append(leaf_hash)
+                node_rows += frontier.add_leaf(leaf_hash)
                 ref_rows += [(r, index) for r in dict.fromkeys(effects.refs)]
         note = None
         if accepted:

@@ -202,7 +202,7 @@ def rewrite_log(store: SqlStore, entries: Sequence[Entry], *,
                 smap.set(k, v)
         rows.append({"idx": e.index, "leaf": leaf, "leaf_hash": h,
                      "event_id": e.signed.event_id, "ledger_time": e.ledger_time})
-        node_rows += [{"level": lv, "idx": i, "hash": v} for lv, i, v in frontier.append(h)]
+        node_rows += [{"level": lv, "idx": i, "hash": v} for lv, i, v in frontier.add_leaf(h)]
         if frontier.size in sizes:
             note = sign_checkpoint(Checkpoint(store.signer.name, frontier.size, frontier.root(),
                                               (vmap.extension_line(smap.root()),)),

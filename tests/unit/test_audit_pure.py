@@ -108,7 +108,7 @@ class Synth:
         frontier = merkle.Frontier.empty()
         out: list[tuple[int, int, bytes]] = []
         for r in self.rows():
-            out += frontier.append(r.leaf_hash)
+            out += frontier.add_leaf(r.leaf_hash)
         return out
 
     def stored_state(self) -> list[tuple[str, object]]:
@@ -430,7 +430,7 @@ def test_packed_tree_serves_proofs_like_a_node_dict() -> None:
     tree = _Tree()
     hashes = [hashlib.sha256(bytes([i])).digest() for i in range(37)]
     for h in hashes:
-        tree.append(h)
+        tree.add_leaf(h)
     nodes = dict(((lv, i), h) for lv, i, h in _frontier_nodes(hashes))
     mapping = _TreeMapping(tree)
     assert dict(mapping) == nodes
@@ -443,4 +443,4 @@ def test_packed_tree_serves_proofs_like_a_node_dict() -> None:
 def _frontier_nodes(hashes: list[bytes]) -> Iterator[tuple[int, int, bytes]]:
     f = merkle.Frontier.empty()
     for h in hashes:
-        yield from f.append(h)
+        yield from f.add_leaf(h)

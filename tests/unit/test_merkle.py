@@ -83,7 +83,7 @@ def nodes_for(leaves: list[bytes]) -> dict[m.NodeId, bytes]:
     frontier = m.Frontier.empty()
     nodes: dict[m.NodeId, bytes] = {}
     for leaf in leaves:
-        for level, index, h in frontier.append(leaf):
+        for level, index, h in frontier.add_leaf(leaf):
             nodes[(level, index)] = h
     return nodes
 
@@ -133,7 +133,7 @@ def test_root_is_the_largest_power_of_two_split_not_the_midpoint() -> None:
 def test_frontier_matches_compact_tree_reference() -> None:
     f = m.Frontier.empty()
     for size, leaf in enumerate(LEAVES, start=1):
-        f.append(leaf)
+        f.add_leaf(leaf)
         assert f.size == size
         assert len(f.hashes) == size.bit_count()
         assert f.root().hex() == ROOTS[size]
@@ -141,7 +141,7 @@ def test_frontier_matches_compact_tree_reference() -> None:
     assert restored == f
     assert restored.root() == f.root()
     copy = f.copy()
-    copy.append(LEAVES[0])
+    copy.add_leaf(LEAVES[0])
     assert f.size == 8
     assert copy.size == 9
 
@@ -149,8 +149,8 @@ def test_frontier_matches_compact_tree_reference() -> None:
 def test_frontier_append_reports_every_new_perfect_node() -> None:
     f = m.Frontier.empty()
     for _ in range(3):
-        f.append(LEAVES[0])
-    created = f.append(LEAVES[3])
+        f.add_leaf(LEAVES[0])
+    created = f.add_leaf(LEAVES[3])
     assert [(lv, ix) for lv, ix, _ in created] == [(0, 3), (1, 1), (2, 0)]
 
 
@@ -165,7 +165,7 @@ def test_frontier_rejects_inconsistent_state(size: int, hashes: list[bytes]) -> 
 
 def test_frontier_rejects_bad_leaf() -> None:
     with pytest.raises(InvalidInput):
-        m.Frontier.empty().append(b"\x00" * 31)
+        m.Frontier.empty().add_leaf(b"\x00" * 31)
 
 
 def test_plans_are_logarithmic() -> None:
@@ -283,7 +283,7 @@ def test_root_is_iterative_and_fast() -> None:
     elapsed = time.perf_counter() - start
     f = m.Frontier.empty()
     for leaf in leaves:
-        f.append(leaf)
+        f.add_leaf(leaf)
     assert value == f.root()
     # 2^17 leaves take ~0.2 s here (1M leaves ~1.7 s); the bound only catches a regression
     # to recursive or quadratic code.

@@ -29,7 +29,7 @@ NODES: dict[m.NodeId, bytes] = {}
 ROOTS = [m.EMPTY_ROOT]
 _frontier = m.Frontier.empty()
 for _leaf in LEAVES:
-    for _level, _index, _hash in _frontier.append(_leaf):
+    for _level, _index, _hash in _frontier.add_leaf(_leaf):
         NODES[(_level, _index)] = _hash
     ROOTS.append(_frontier.root())
 OTHER = m.leaf_hash(b"not in the tree")
@@ -64,7 +64,7 @@ def consistency_rejected(old: int, new: int, r1: bytes, r2: bytes, proof: list[b
 def test_frontier_agrees_with_root_and_subtrees_for_every_size() -> None:
     frontier = m.Frontier.empty()
     for size in range(1, MAX_N + 1):
-        for level, index, value in frontier.append(LEAVES[size - 1]):
+        for level, index, value in frontier.add_leaf(LEAVES[size - 1]):
             start = index << level
             assert value == m.root(LEAVES[start : start + (1 << level)])
             assert value == m.subtree_hash(start, start + (1 << level), NODES)

@@ -57,7 +57,7 @@ class Tree:
     def append(self, data: bytes) -> None:
         h = merkle.leaf_hash(data)
         self.hashes.append(h)
-        for level, idx, value in self.frontier.append(h):
+        for level, idx, value in self.frontier.add_leaf(h):
             self.nodes[(level, idx)] = value
 
     def root(self, size: int) -> bytes:

@@ -64,7 +64,7 @@ class Tree:
     def grow(self, n: int) -> Tree:
         for _ in range(n):
             leaf = merkle.leaf_hash(f"{self.label}/{self.frontier.size}".encode())
-            for level, idx, h in self.frontier.append(leaf):
+            for level, idx, h in self.frontier.add_leaf(leaf):
                 self.nodes[(level, idx)] = h
         return self
 
