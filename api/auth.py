@@ -9,11 +9,13 @@ Flow::
 Both the challenge and the token are stateless, HMAC-SHA256-authenticated strings
 (``<base64url JSON>.<base64url MAC>``) under the server's token secret, with distinct
 domain tags so one can never pass for the other. A challenge names the ledger origin and
-the actor and expires after ``challenge_ttl_s``; it is single use (a per-process set of
-spent challenge ids, kept until they expire). A token names the actor and expires after
-``token_ttl_s``; every request re-reads the actor's record, so a revocation takes effect
-at once. The public key comes from the ledger state ``actor/ID``; the Ed25519 check goes
-through :mod:`ledger._sodium`, the one module that touches the primitive.
+the actor and expires after ``challenge_ttl_s``; it is single use: its id is kept as
+spent until it expires, in the ledger database, where every worker process sees it
+(:mod:`api.challenges`). A token names the actor and expires after ``token_ttl_s``;
+every request reads the log size first and takes the actor's record as of that size
+(:mod:`api.runtime`), so a revocation takes effect at the first request after its commit.
+The public key comes from the ledger state ``actor/ID``; the Ed25519 check goes through
+:mod:`ledger._sodium`, the one module that touches the primitive.
 """
 
 from __future__ import annotations
@@ -23,20 +25,20 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from api.challenges import ProcessChallenges, SpentChallenges
 from ledger import _sodium
-from ledger.errors import Backpressure, InvalidSignature, Unauthenticated
+from ledger.errors import InvalidSignature, Unauthenticated
 from ledger.store.base import LedgerStore
 
 AUTH_DOMAIN: Final = b"custody-ledger/v1/auth\n"
 _CHALLENGE_TAG: Final = b"custody-ledger/v1/challenge-mac\n"
 _TOKEN_TAG: Final = b"custody-ledger/v1/token-mac\n"
-MAX_OUTSTANDING: Final = 100_000
+MAX_TOKENS: Final = 10_000
 Clock = Callable[[], int]
 
 
@@ -63,14 +65,17 @@ class Authenticator:
     """Issues and checks challenges and tokens for one ledger origin."""
 
     def __init__(self, key: bytes, origin: str, *, challenge_ttl_ms: int, token_ttl_ms: int,
-                 clock: Clock) -> None:
+                 clock: Clock, spent: SpentChallenges | None = None) -> None:
         self._key = key
         self.origin = origin
         self.challenge_ttl_ms = challenge_ttl_ms
         self.token_ttl_ms = token_ttl_ms
         self.clock = clock
-        self._spent: dict[str, int] = {}  # challenge id -> expiry (ms)
-        self._lock = threading.Lock()
+        #: Where redeemed challenge ids are kept (:mod:`api.challenges`): the ledger
+        #: database, seen by every worker process; by default this process's memory.
+        self.spent: SpentChallenges = spent or ProcessChallenges(clock)
+        #: Tokens whose seal was checked (token -> claims), at most MAX_TOKENS.
+        self._tokens: dict[str, Token] = {}
 
     # ---- sealed strings -----------------------------------------------------------
 
@@ -121,29 +126,41 @@ class Authenticator:
         return token, expires
 
     def _spend(self, challenge_id: str, expires: int) -> None:
-        now = self.clock()
-        with self._lock:
-            if len(self._spent) > MAX_OUTSTANDING // 2:
-                self._spent = {k: v for k, v in self._spent.items() if v >= now}
-            if len(self._spent) >= MAX_OUTSTANDING:
-                raise Backpressure("too many logins in flight; retry shortly", 5.0)
-            if challenge_id in self._spent:
-                raise Unauthenticated("this challenge was already used; ask for a new one")
-            self._spent[challenge_id] = expires
+        self.spent.spend(challenge_id, expires)
 
     # ---- tokens -------------------------------------------------------------------
 
     def check(self, token: str) -> Token:
+        """The token's claims if its seal holds and it has not expired. A token that was
+        checked once is remembered (its seal cannot change), so a client's every
+        request costs a dictionary look-up and the expiry comparison."""
+        known = self._tokens.get(token)
+        if known is not None:
+            if known.expires_at < self.clock():
+                raise Unauthenticated("the bearer token has expired")
+            return known
         claims = self._open(_TOKEN_TAG, token, "bearer token")
         actor = claims.get("actor")
         if not isinstance(actor, str):
             raise Unauthenticated("the bearer token is not valid")
-        return Token(actor, int(claims["exp"]))
+        checked = Token(actor, int(claims["exp"]))
+        if len(self._tokens) >= MAX_TOKENS:
+            now = self.clock()
+            self._tokens = {k: v for k, v in self._tokens.items() if v.expires_at >= now}
+            if len(self._tokens) >= MAX_TOKENS:
+                self._tokens.clear()
+        self._tokens[token] = checked
+        return checked
 
 
 def active_actor(store: LedgerStore, actor: str) -> dict[str, Any]:
     """The actor's record, or :class:`Unauthenticated` if unknown or revoked."""
-    record = store.state("actor/" + actor)
+    return check_active(store.state("actor/" + actor), actor)
+
+
+def check_active(record: dict[str, Any] | None, actor: str) -> dict[str, Any]:
+    """``record`` (the state ``actor/ID``) if it is an active actor's, else
+    :class:`Unauthenticated`."""
     if record is None or record.get("status") != "active":
         # One message for both: do not tell a guesser which actor ids exist.
         raise Unauthenticated(f"actor {actor} is unknown or revoked")

@@ -151,9 +151,12 @@ def can_see_event(view: StateView, caller: Caller, signed: ev.SignedEvent) -> bo
 REFERENCED = (("case", "case/"), ("artefact", "art/"))
 
 
-def hidden_reference(view: StateView, caller: Caller, signed: ev.SignedEvent) -> str | None:
+def hidden_reference(view: StateView, caller: Caller, signed: ev.SignedEvent,
+                     created: frozenset[str] = frozenset()) -> str | None:
     """The first object an event names that the caller may not see (or that does not
-    exist), as ``"what id"``; ``None`` when every named object is visible."""
+    exist), as ``"what id"``; ``None`` when every named object is visible. ``created``:
+    state keys that the caller's own earlier events in the same batch create (the rules,
+    which run in batch order, then decide whether they exist)."""
     p = signed.event.payload
     if signed.event.kind in (ev.CASE_OPEN, ev.GENESIS, ev.ORG_REGISTER, ev.ACTOR_ENROL):
         return None
@@ -165,11 +168,25 @@ def hidden_reference(view: StateView, caller: Caller, signed: ev.SignedEvent) ->
             return None
     for field, prefix in REFERENCED:
         value = p.get(field)
-        if isinstance(value, str) and visible(view, caller, prefix + value) is None:
+        if isinstance(value, str) and prefix + value not in created \
+                and visible(view, caller, prefix + value) is None:
             return f"{'artefact' if prefix == 'art/' else 'case'} {value!r}"
     arts = p.get("artefacts") if signed.event.kind == ev.LEGAL_BASIS else None
     if isinstance(arts, list):
         for value in arts:
-            if isinstance(value, str) and visible(view, caller, "art/" + value) is None:
+            if isinstance(value, str) and "art/" + value not in created \
+                    and visible(view, caller, "art/" + value) is None:
                 return f"artefact {value!r}"
     return None
+
+
+def created_keys(signed: ev.SignedEvent) -> tuple[str, ...]:
+    """The state keys of the objects an event creates (a case, an artefact)."""
+    ident = signed.event.payload.get("id")
+    if not isinstance(ident, str):
+        return ()
+    if signed.event.kind == ev.ARTEFACT_REGISTER:
+        return ("art/" + ident,)
+    if signed.event.kind == ev.CASE_OPEN:
+        return ("case/" + ident,)
+    return ()

@@ -18,15 +18,15 @@ answered 200 with the original receipt and the log does not grow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import anyio.to_thread
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from api.policy import Caller, hidden_reference
-from api.runtime import Runtime
+from api.runtime import Runtime, Snapshot
 from ledger.canonical import parse
 from ledger.errors import Forbidden, InvalidInput, NotFound
 from ledger.events import SignedEvent
@@ -40,8 +40,9 @@ def parse_signed(raw: bytes | str) -> SignedEvent:
 
 def admit(store: LedgerStore, caller: Caller, signed: SignedEvent, *,
           kind: str | None = None, match: Mapping[str, str] | None = None,
-          state: StateView | None = None) -> None:
-    """Steps 2-4 above; raise on refusal. ``state``: the request's view, if it has one."""
+          state: StateView | None = None, created: frozenset[str] = frozenset()) -> None:
+    """Steps 2-4 above; raise on refusal. ``state``: the request's view, if it has one;
+    ``created``: objects the caller's earlier events of the same batch create."""
     if signed.event.signer != caller.id:
         raise Forbidden(f"the event is signed by {signed.event.signer}, but you are "
                         f"authenticated as {caller.id}; sign events with your own key")
@@ -51,13 +52,25 @@ def admit(store: LedgerStore, caller: Caller, signed: SignedEvent, *,
         if signed.event.payload.get(field) != value:
             raise InvalidInput(f"the event's payload.{field} does not match the URL "
                                f"({value!r})")
-    hidden = hidden_reference(state or view(store, caller), caller, signed)
+    hidden = hidden_reference(state or view(store, caller), caller, signed, created)
     if hidden is not None:
         raise NotFound(f"unknown {hidden}")
 
 
 async def append(runtime: Runtime, caller: Caller, signed: SignedEvent) -> AppendResult:
     return await asyncio.wrap_future(runtime.committer.submit(signed))
+
+
+def json_answer(state: StateView, key: Hashable, build: Callable[[], BaseModel]) -> Response:
+    """``build()`` as a JSON response (the bytes FastAPI would send for the model). When
+    ``state`` is the request's :class:`~api.runtime.Snapshot`, the bytes are computed once
+    per log size: only for answers that depend on the log alone, not on who asks (the
+    caller's right to see them is checked before)."""
+    def render() -> bytes:
+        return build().model_dump_json().encode()
+
+    body = state.memo(key, render) if isinstance(state, Snapshot) else render()
+    return Response(body, media_type="application/json")
 
 
 def receipt_json(result: AppendResult) -> dict[str, Any]:
@@ -79,10 +92,10 @@ def parse_and_admit(store: LedgerStore, caller: Caller, raw: bytes, *,
 async def write(request: Request, runtime: Runtime, caller: Caller, *, kind: str | None = None,
                 match: Mapping[str, str] | None = None) -> JSONResponse:
     """The handler body of every event-submitting endpoint. The body is parsed once by the
-    ledger's strict parser; the checks read the state, so they run in a worker thread
-    (one hop), never on the event loop."""
+    ledger's strict parser; the checks read the request's state snapshot (on SQLite on
+    the event loop, elsewhere in a worker thread: :meth:`Runtime.run_read`)."""
     raw = await request.body()
-    signed = await anyio.to_thread.run_sync(
+    signed = await runtime.run_read(
         lambda: parse_and_admit(runtime.store, caller, raw, kind=kind, match=match))
     return receipt_response(await append(runtime, caller, signed))
 
@@ -106,7 +119,11 @@ class _View:
             return record
 
 
-def view(store: LedgerStore, caller: Caller | None = None) -> _View:
-    """A per-request cached view of the state (seeded with the caller's own record, read
-    moments before by :func:`api.deps.current_actor`)."""
+def view(store: LedgerStore, caller: Caller | None = None) -> StateView:
+    """The state as the request sees it: the snapshot its caller was authorised against
+    (:class:`api.runtime.Snapshot`, shared by the requests at the same log size), or
+    else a per-request cached view (seeded with the caller's own record)."""
+    snap = getattr(caller, "view", None)
+    if snap is not None and snap.store is store:
+        return snap  # type: ignore[no-any-return]
     return _View(store, caller)

@@ -2,13 +2,22 @@
 
 * Durable writes: distinct pre-signed ``access.record`` events POSTed to ``/v1/events``
   over 32 connections to ONE uvicorn worker, vs two in-process references on an
-  identical ledger measured moments before: ``SqlStore.append`` one durable commit per
-  event (target: >= 0.70x; p99 <= 50 ms at 32 connections), and ``append_many`` group
-  commit (the ceiling the API's group committer can approach).
+  identical ledger: ``SqlStore.append`` one durable commit per event (measured just
+  before and just after the API run; the mean is the reference; target >= 0.70x, p99
+  <= 50 ms at 32 connections), and ``append_many`` group commit (the ceiling the API's
+  group committer can approach).
 * Reads: artefact record (``GET /v1/state/art/ID``), custody history
-  (``GET /v1/artefacts/ID/history``) and an inclusion proof, vs a FastAPI hello-world
-  (``async def`` route) on uvicorn, same worker count, same load generator and settings,
-  measured in the same run (target: >= 0.50x).
+  (``GET /v1/artefacts/ID/history``) and an inclusion proof, repeated at one log size
+  (what the server's per-size caches serve), and an inclusion proof of a random index
+  each time (mostly computed from the store), vs a FastAPI hello-world
+  (``async def`` route) on uvicorn with the same worker count, load generator and
+  settings. Both servers run side by side and the figures are measured in interleaved
+  rounds (hello, record, history, proof, hello, ...), so a change of the machine's load
+  hits both sides of each ratio; the ratio is the median of the per-round ratios
+  (target >= 0.50x). The same with 2 workers on each side (``workers_2``).
+
+Server settings: production, as ``custody serve --production`` runs it, except the
+per-address and per-actor rate limits (one client sends every request here).
 
 Load generator: ``wrk -t1 -c32 --latency`` when ``wrk`` is on the PATH (a C client that
 leaves the CPU to the server); otherwise an httpx asyncio client (which takes a large
@@ -51,6 +60,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ORIGIN = "bench.example/custody"
 CONNECTIONS = 32
 GROUP_BATCH = 256  # the API's default group_commit_max
+#: Production settings, except the per-address and per-actor rate limits: one client
+#: address and one actor send every request here, so the limits (200/s, 100/s) would
+#: answer most of them 429 and the figures would measure refusals.
+NO_RATE_LIMITS = {"CUSTODY_RATE_LIMIT_PER_ADDRESS": "0", "CUSTODY_RATE_LIMIT_PER_ACTOR": "0"}
 #: Events about the read artefact: a realistic custody history (one page).
 READ_HISTORY = 40
 HELLO = '''from fastapi import FastAPI
@@ -60,6 +73,14 @@ app = FastAPI()
 @app.get("/hello")
 async def hello() -> dict[str, str]:
     return {"hello": "world"}
+'''
+#: GET an inclusion proof of a random index each time (mostly not answered before).
+RANDOM_PROOF_LUA = r'''
+math.randomseed(os.time())
+function request()
+  local i = math.random(0, %(size)d - 1)
+  return wrk.format("GET", "/v1/log/proofs/inclusion?index=" .. i .. "&size=%(size)d")
+end
 '''
 WRITE_LUA = r'''
 bodies = {}
@@ -86,7 +107,7 @@ end
 function request()
   sent = sent + 1
   i = (sent - 1) %% n + 1
-  return wrk.format("POST", "/v1/events", nil, bodies[i])
+  return wrk.format("POST", "%(target)s", nil, bodies[i])
 end
 
 function response(status, headers, body)
@@ -189,18 +210,41 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Several uvicorn workers on one socket, as ``uvicorn --workers N`` runs them, except
+#: that the socket is bound as a TCP socket by name: uvicorn binds it with protocol 0,
+#: asyncio then never sets TCP_NODELAY on the accepted connections, and each answer
+#: waits 40 ms for the client's delayed ACK (``api.server.listening_socket``). The same
+#: launcher for the API and the hello world, so both are measured alike.
+LAUNCH_WORKERS = r"""
+import socket, sys
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+app, port, workers, factory = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+config = uvicorn.Config(app, host="127.0.0.1", port=port, workers=workers,
+                        factory=factory == "factory", log_level="warning", access_log=False)
+sock = config.bind_socket()
+sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+Multiprocess(config, sockets=[sock]).run()
+"""
+
+
 class Uvicorn:
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, app: str, env: dict[str, str], cwd: Path, workers: int = 1,
+                 factory: bool = False) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", *args, "--host", "127.0.0.1", "--port",
-             str(self.port), "--log-level", "warning", "--no-access-log", "--workers", "1"],
-            cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
+        if workers == 1:
+            cmd = [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app,
+                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+                   "--no-access-log"]
+        else:
+            cmd = [sys.executable, "-c", LAUNCH_WORKERS, app, str(self.port), str(workers),
+                   "factory" if factory else "app"]
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait(self, path: str) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("uvicorn exited: " + self.proc.stderr.read().decode()[-2000:]
@@ -216,10 +260,29 @@ class Uvicorn:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def api_server(ledger: Ledger, directory: Path, log_seed: bytes, workers: int = 1) -> Uvicorn:
+    """``uvicorn --factory api.app:create_app`` over ``ledger`` (production settings, no
+    rate limits), started; the caller stops it."""
+    key_path = directory / "log.key"
+    if not key_path.exists():
+        keys.write_key(key_path, ORIGIN, log_seed, None)
+    server = Uvicorn("api.app:create_app", {
+        "CUSTODY_DATABASE_URL": ledger.url, "CUSTODY_LOG_KEY_PATH": str(key_path),
+        "CUSTODY_ORIGIN": ORIGIN, "CUSTODY_ENVIRONMENT": "production",
+        "CUSTODY_TOKEN_SECRET": os.urandom(24).hex(), **NO_RATE_LIMITS}, ROOT, workers,
+        factory=True)
+    try:
+        server.wait("/v1/health")
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 # ---- load generators -----------------------------------------------------------------
@@ -256,8 +319,8 @@ def parse_wrk(out: str) -> dict[str, Any]:
 
 
 def wrk(url: str, seconds: float, headers: dict[str, str] | None = None,
-        script: Path | None = None) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency",
+        script: Path | None = None, connections: int = CONNECTIONS) -> dict[str, Any]:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
            "--timeout", "10s"]
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
@@ -270,19 +333,19 @@ def wrk(url: str, seconds: float, headers: dict[str, str] | None = None,
     if status:
         res["status_201"], res["status_200"], res["status_other"], res["bodies"] = (
             int(g) for g in status.groups())
-    res["connections"] = CONNECTIONS
+    res["connections"] = connections
     return res
 
 
 async def _drive(base: str, requests: list[tuple[str, str, dict[str, Any]]],
-                 expect: set[int]) -> dict[str, Any]:
-    """Fallback client: ``requests`` over CONNECTIONS concurrent httpx connections."""
+                 expect: set[int], connections: int) -> dict[str, Any]:
+    """Fallback client: ``requests`` over ``connections`` concurrent httpx connections."""
     queue: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
     for r in requests:
         queue.put_nowait(r)
     lat: list[float] = []
     codes: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
 
         async def worker() -> None:
@@ -294,109 +357,151 @@ async def _drive(base: str, requests: list[tuple[str, str, dict[str, Any]]],
                 codes[resp.status_code] = codes.get(resp.status_code, 0) + 1
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+        await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.perf_counter() - start
     return {"value": round(len(requests) / elapsed, 1), "unit": "requests/s",
             "p50_ms": _pct(lat, 0.5), "p90_ms": _pct(lat, 0.9), "p99_ms": _pct(lat, 0.99),
             "mean_ms": round(statistics.fmean(lat) * 1000, 3), "n": len(requests),
+            "duration_ms": round(elapsed * 1000, 1),
             "non_2xx": sum(n for c, n in codes.items() if not 200 <= c < 300),
             "unexpected_statuses": {c: n for c, n in codes.items() if c not in expect},
-            "connections": CONNECTIONS, **({"status_201": codes.get(201, 0),
-                                            "status_200": codes.get(200, 0)}
-                                           if 201 in expect else {})}
+            "connections": connections, "status_201": codes.get(201, 0),
+            "status_200": codes.get(200, 0),
+            "status_other": sum(n for c, n in codes.items() if c not in (200, 201))}
 
 
 class Load:
     """The load generator of this run: wrk if installed, else the httpx client."""
 
-    def __init__(self, seconds: float, read_n: int) -> None:
+    def __init__(self, seconds: float, read_n: int, connections: int = CONNECTIONS) -> None:
         self.wrk = shutil.which("wrk") is not None
         self.seconds = seconds
         self.read_n = read_n
-        self.name = ("wrk -t1 -c32 --latency (C, epoll)" if self.wrk else
-                     "httpx AsyncClient, 32 connections (wrk not found)")
+        self.connections = connections
+        self.name = (f"wrk -t1 -c{connections} --latency (C, epoll)" if self.wrk else
+                     f"httpx AsyncClient, {connections} connections (wrk not found)")
 
     def get(self, base: str, path: str, headers: dict[str, str] | None = None,
-            seconds: float | None = None) -> dict[str, Any]:
+            seconds: float | None = None, script: Path | None = None) -> dict[str, Any]:
         if self.wrk:
-            return wrk(base + path, seconds or self.seconds, headers)
+            return wrk(base + path, seconds or self.seconds, headers, script,
+                       connections=self.connections)
         return asyncio.run(_drive(base, [("GET", path, {"headers": headers or {}})]
-                                  * self.read_n, {200}))
+                                  * self.read_n, {200}, self.connections))
+
+    def post(self, base: str, path: str, bodies: list[bytes], headers: dict[str, str],
+             tmp: Path) -> dict[str, Any]:
+        """POST each body once (in order, over the connections); stops when used up."""
+        if self.wrk:
+            data = tmp / f"bodies-{os.getpid()}-{time.monotonic_ns()}.jsonl"
+            data.write_bytes(b"\n".join(bodies) + b"\n")
+            script = data.with_suffix(".lua")
+            script.write_text(WRITE_LUA % {"path": str(data), "target": path})
+            try:
+                return wrk(base + path, self.seconds, headers, script, self.connections)
+            finally:
+                data.unlink()
+                script.unlink()
+        hdrs = {**headers, "Content-Type": "application/json"}
+        return asyncio.run(_drive(base, [("POST", path, {"content": b, "headers": hdrs})
+                                         for b in bodies], {200, 201}, self.connections))
 
     def post_events(self, base: str, bodies: list[bytes], token: str,
                     tmp: Path) -> dict[str, Any]:
-        auth = {"Authorization": "Bearer " + token}
-        if self.wrk:
-            data = tmp / "events.jsonl"
-            data.write_bytes(b"\n".join(bodies) + b"\n")
-            script = tmp / "post_events.lua"
-            script.write_text(WRITE_LUA % {"path": str(data)})
-            return wrk(base + "/v1/events", self.seconds, auth, script)
-        headers = {**auth, "Content-Type": "application/json"}
-        return asyncio.run(_drive(base, [("POST", "/v1/events", {"content": b, "headers":
-                                                                   headers})
-                                         for b in bodies], {201}))
+        return self.post(base, "/v1/events", bodies, {"Authorization": "Bearer " + token}, tmp)
 
 
 # ---- the runs -------------------------------------------------------------------------
 
-def api_figures(directory: Path, load: Load, expected_rate: float) -> dict[str, Any]:
-    log_seed, actor_seed = os.urandom(32), os.urandom(32)
-    ledger = Ledger(directory, log_seed, actor_seed, read_history=READ_HISTORY)
-    n_events = (int(expected_rate * load.seconds * 1.5) + CONNECTIONS if load.wrk
-                else load.read_n * 2)
-    _log(f"signing {n_events} distinct events ...")
-    bodies = [s.canonical_bytes() for s in ledger.events(n_events)]
-    ledger.store.close()
-    key_path = directory / "log.key"
-    keys.write_key(key_path, ORIGIN, log_seed, None)
-    server = Uvicorn(["--factory", "api.app:create_app"], {
-        "CUSTODY_DATABASE_URL": ledger.url, "CUSTODY_LOG_KEY_PATH": str(key_path),
-        "CUSTODY_ORIGIN": ORIGIN, "CUSTODY_ENVIRONMENT": "production",
-        "CUSTODY_TOKEN_SECRET": os.urandom(24).hex()}, ROOT)
-    try:
-        server.wait("/v1/health")
-        token, _ = login(server.base, ledger.actor)
-        size_before = httpx.get(server.base + "/v1/log").json()["size"]
-        _log(f"durable writes over {CONNECTIONS} connections ({load.name}) ...")
-        write = load.post_events(server.base, bodies, token, directory)
-        size = httpx.get(server.base + "/v1/log").json()["size"]
-        write["new_entries"] = size - size_before
-        write["events_available"] = len(bodies)
-        write["exhausted"] = write["new_entries"] >= len(bodies)
-        if load.wrk:  # the rate of NEW entries, not of answered requests
-            write["requests_per_s"] = write["value"]
-            write["value"] = round(write["new_entries"] / (write["duration_ms"] / 1000), 1)
-            write["unit"] = "new entries/s"
-        out: dict[str, Any] = {"write": write}
-        auth = {"Authorization": "Bearer " + token}
-        for name, path in (("artefact", "/v1/state/art/art-r"),
-                           ("history", "/v1/artefacts/art-r/history"),
-                           ("inclusion_proof",
-                            f"/v1/log/proofs/inclusion?index={size // 2}&size={size}")):
-            check = httpx.get(server.base + path, headers=auth)
-            if check.status_code != 200:
-                raise RuntimeError(f"GET {path}: {check.status_code} {check.text[:300]}")
-            _log(f"reads of {name} ...")
-            out[name] = load.get(server.base, path, auth)
-        out["log_size"] = size
-        return out
-    finally:
-        server.stop()
+def durable_writes(server: Uvicorn, ledger: Ledger, load: Load, bodies: list[bytes],
+                   directory: Path) -> dict[str, Any]:
+    """POST the distinct signed events; the rate is of NEW log entries."""
+    token, _ = login(server.base, ledger.actor)
+    size_before = httpx.get(server.base + "/v1/log").json()["size"]
+    write = load.post_events(server.base, bodies, token, directory)
+    size = httpx.get(server.base + "/v1/log").json()["size"]
+    write["new_entries"] = size - size_before
+    write["events_available"] = len(bodies)
+    write["exhausted"] = write["new_entries"] >= len(bodies)
+    # wrk's duration is its -d; when the bodies ran out earlier, the run was shorter
+    # than that: the rate below is then a lower bound (the JSON says so).
+    write["requests_per_s"] = write["value"]
+    write["value"] = round(write["new_entries"] / (write["duration_ms"] / 1000), 1)
+    write["unit"] = "new entries/s"
+    return write
 
 
-def hello_world(directory: Path, load: Load) -> dict[str, Any]:
+Target = tuple[str, str, dict[str, str], Path | None]  # base URL, path, headers, script
+
+
+def interleaved(load: Load, targets: dict[str, Target],
+                rounds: int, seconds: float) -> dict[str, list[dict[str, Any]]]:
+    """Each target measured once per round, in order, ``rounds`` times."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for r in range(rounds):
+        for name, (base, path, headers, script) in targets.items():
+            _log(f"round {r + 1}/{rounds}: {name} ...")
+            res = load.get(base, path, headers, seconds, script)
+            if res.get("non_2xx"):
+                raise RuntimeError(f"GET {path}: {res['non_2xx']} answers were not 2xx")
+            out[name].append(res)
+    return out
+
+
+def read_figures(samples: dict[str, list[dict[str, Any]]],
+                 reference: str = "hello") -> dict[str, dict[str, Any]]:
+    """Median rate and the median of the per-round ratios to ``reference``."""
+    ref = samples[reference]
+    figures: dict[str, dict[str, Any]] = {}
+    for name, runs in samples.items():
+        best = sorted(runs, key=lambda x: x["value"])[len(runs) // 2]
+        figures[name] = {
+            "value": round(statistics.median(x["value"] for x in runs), 1),
+            "unit": "requests/s", "p50_ms": best.get("p50_ms"), "p99_ms": best.get("p99_ms"),
+            "rounds": [round(x["value"], 1) for x in runs],
+            **({} if name == reference else {"ratio_to_hello_world": round(statistics.median(
+                x["value"] / h["value"] for x, h in zip(runs, ref, strict=True)), 3)})}
+    return figures
+
+
+def hello_server(directory: Path, workers: int = 1) -> Uvicorn:
     (directory / "hello_app.py").write_text(HELLO)
-    server = Uvicorn(["hello_app:app"], {}, directory)
+    server = Uvicorn("hello_app:app", {}, directory, workers)
     try:
         server.wait("/hello")
-        _log("hello-world requests ...")
-        res = load.get(server.base, "/hello")
-    finally:
+    except BaseException:
         server.stop()
-    res["method"] = ("FastAPI hello world (async def GET returning a small JSON object), "
-                     "uvicorn 1 worker, same load generator and concurrency")
-    return res
+        raise
+    return server
+
+
+def reads(ledger: Ledger, directory: Path, log_seed: bytes, load: Load, rounds: int,
+          seconds: float, workers: int) -> dict[str, Any]:
+    api = api_server(ledger, directory, log_seed, workers)
+    hello = None
+    try:
+        hello = hello_server(directory, workers)
+        token, _ = login(api.base, ledger.actor)
+        auth = {"Authorization": "Bearer " + token}
+        size = httpx.get(api.base + "/v1/log").json()["size"]
+        paths = {"artefact": "/v1/state/art/art-r", "history": "/v1/artefacts/art-r/history",
+                 "inclusion_proof": f"/v1/log/proofs/inclusion?index={size // 2}&size={size}"}
+        for path in paths.values():
+            check = httpx.get(api.base + path, headers=auth)
+            if check.status_code != 200:
+                raise RuntimeError(f"GET {path}: {check.status_code} {check.text[:300]}")
+        targets: dict[str, Target] = {
+            "hello": (hello.base, "/hello", {}, None),
+            **{name: (api.base, path, auth, None) for name, path in paths.items()}}
+        if load.wrk:
+            script = directory / f"random-proof-{workers}.lua"
+            script.write_text(RANDOM_PROOF_LUA % {"size": size})
+            targets["inclusion_proof_random_index"] = (api.base, "/", {}, script)
+        return read_figures(interleaved(load, targets, rounds, seconds))
+    finally:
+        api.stop()
+        if hello is not None:
+            hello.stop()
 
 
 def _load_average() -> list[float]:
@@ -407,48 +512,80 @@ def _load_average() -> list[float]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    seconds, single_n, group_n, read_n = (3, 300, 2000, 300) if quick else (10, 3000,
+    seconds, single_n, group_n, read_n = (3, 300, 2000, 300) if quick else (10, 2000,
                                                                             20000, 3000)
+    rounds, read_s = (1, 2) if quick else (3, 4)
     load = Load(seconds, read_n)
     load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="custody-bench-api-") as tmp:
         base = Path(tmp)
-        for sub in ("single", "group", "api"):
+        for sub in ("single", "single2", "group", "api", "reads"):
             (base / sub).mkdir()
-        _log(f"in-process reference: {single_n} single appends ...")
-        ref = in_process_appends(base / "single", single_n)
         _log(f"in-process reference: {group_n} appends by append_many ...")
         group = in_process_group(base / "group", group_n)
-        api = api_figures(base / "api", load, min(group["value"], 3 * ref["value"]))
-        hello = hello_world(base, load)
-    write = api["write"]
-    reads_out = {name: {**api[name], "ratio_to_hello_world": round(
-        api[name]["value"] / hello["value"], 3)} for name in
-        ("artefact", "history", "inclusion_proof")}
+        log_seed = os.urandom(32)
+        ledger = Ledger(base / "api", log_seed, os.urandom(32), read_history=READ_HISTORY)
+        expected = min(group["value"], 4000.0)
+        n_events = (int(expected * seconds * 1.5) + CONNECTIONS if load.wrk
+                    else read_n * 2)
+        _log(f"signing {n_events} distinct events ...")
+        bodies = [s.canonical_bytes() for s in ledger.events(n_events)]
+        ledger.store.close()
+        _log(f"in-process reference: {single_n} single appends ...")
+        ref_before = in_process_appends(base / "single", single_n)
+        server = api_server(ledger, base / "api", log_seed)
+        try:
+            _log(f"durable writes over {CONNECTIONS} connections ({load.name}) ...")
+            write = durable_writes(server, ledger, load, bodies, base / "api")
+            log_size = httpx.get(server.base + "/v1/log").json()["size"]
+        finally:
+            server.stop()
+        _log(f"in-process reference again: {single_n} single appends ...")
+        ref_after = in_process_appends(base / "single2", single_n)
+        ref_rate = (ref_before["value"] + ref_after["value"]) / 2
+        _log("reads, 1 worker, interleaved with the hello-world ...")
+        one = reads(ledger, base / "api", log_seed, load, rounds, read_s, 1)
+        _log("reads, 2 workers, interleaved with the hello-world on 2 workers ...")
+        two = reads(ledger, base / "reads", log_seed, load, max(1, rounds - 1), read_s, 2)
+    read_names = tuple(n for n in ("artefact", "history", "inclusion_proof",
+                                   "inclusion_proof_random_index") if n in one)
+    ratio = round(write["value"] / ref_rate, 3)
     return {
         "load_generator": load.name,
         "durable_write": {**write,
-                          "write_vs_in_process_single": round(write["value"] / ref["value"], 3),
+                          "write_vs_in_process_single": ratio,
                           "write_vs_group": round(write["value"] / group["value"], 3),
                           "target_ratio": 0.70, "target_p99_ms": 50,
                           "method": "POST /v1/events of distinct pre-signed access.record "
                                     "events (client-signed), 1 uvicorn worker, group commit, "
                                     "SQLite WAL synchronous=FULL; 201 only after commit; "
-                                    "value = new log entries per second"},
-        "in_process_append": ref,
+                                    "value = new log entries per second; reference = mean "
+                                    "of the in-process single-append rate just before and "
+                                    "just after"},
+        "in_process_append": {**ref_before, "after": ref_after, "mean": round(ref_rate, 1)},
         "in_process_group_commit": group,
-        "reads": reads_out,
-        "reads_vs_hello": {name: r["ratio_to_hello_world"] for name, r in reads_out.items()},
+        "reads": {name: one[name] for name in read_names},
+        "reads_vs_hello": {name: one[name]["ratio_to_hello_world"] for name in read_names},
         "reads_target_ratio": 0.50,
-        "hello_world": hello,
+        "hello_world": {**one["hello"],
+                        "method": "FastAPI hello world (async def GET returning a small JSON "
+                                  "object), uvicorn 1 worker, same load generator and "
+                                  "concurrency, measured in the same interleaved rounds"},
+        "workers_2": {"reads": {name: two[name] for name in read_names},
+                      "reads_vs_hello": {name: two[name]["ratio_to_hello_world"]
+                                         for name in read_names},
+                      "hello_world": two["hello"],
+                      "method": "2 uvicorn workers on one TCP_NODELAY socket for both the "
+                                "API and the hello world (LAUNCH_WORKERS)"},
         "summary": {
-            "write_vs_in_process_single": round(write["value"] / ref["value"], 3),
+            "write_vs_in_process_single": ratio,
             "write_vs_group": round(write["value"] / group["value"], 3),
-            "reads_vs_hello": {name: r["ratio_to_hello_world"] for name, r in
-                               reads_out.items()},
+            "reads_vs_hello": {name: one[name]["ratio_to_hello_world"] for name in read_names},
+            "reads_vs_hello_2_workers": {name: two[name]["ratio_to_hello_world"]
+                                         for name in read_names},
             "write_p50_ms": write.get("p50_ms"), "write_p99_ms": write.get("p99_ms"),
-            "read_p99_ms": {name: r.get("p99_ms") for name, r in reads_out.items()}},
-        "log_size_after_writes": api["log_size"],
+            "read_p99_ms": {name: one[name].get("p99_ms") for name in read_names}},
+        "log_size_after_writes": log_size,
         "load_average_1_5_15": {"before": load_before, "after": _load_average()},
         "note": "client and server share the machine's vCPUs; ratios are what to compare",
     }

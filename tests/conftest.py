@@ -5,7 +5,8 @@ by ``CUSTODY_TEST_PG_URL`` (``eval "$(bash .ci/postgres.sh start)"``); every tes
 fresh database created through that URL and dropped afterwards. Without the variable the
 PostgreSQL cases are skipped, except when ``CI=true``: then they FAIL, so CI can never
 silently skip PostgreSQL. A future backend (e.g. Fabric) is one more entry in
-``BACKENDS`` plus one branch in :func:`db_url`.
+``BACKENDS`` plus one branch in :func:`db_url`. The store conformance suite adds
+``remote`` (a SQLite store behind the API) and ``fabric``.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty database URL for ``backend`` (migrated by whoever opens it)."""
-    if backend == "sqlite":
+    if backend in ("sqlite", "remote"):  # remote: the SQLite file behind the API
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
     elif backend == "fabric":  # the network is made by the world fixture itself
         yield str(tmp_path / "fabric-net")
@@ -199,7 +200,7 @@ def new_db_url(backend: str, tmp_path: Path,
     made: list[str] = []
 
     def make() -> str:
-        if backend in ("sqlite", "fabric"):  # Fabric: a second ledger on SQLite
+        if backend in ("sqlite", "remote", "fabric"):  # a second ledger on SQLite
             url = f"sqlite:///{tmp_path / f'extra-{len(made)}.db'}"
         else:
             url = request.getfixturevalue("pg_databases").create()

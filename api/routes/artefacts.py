@@ -18,9 +18,10 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.from_thread
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import Header, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
 
+from api import deps
 from api.deps import CallerDep, RuntimeDep, StoreDep
 from api.evidence_store import check_sha256, hash_chunks
 from api.models import (
@@ -41,8 +42,8 @@ from api.models import (
 from api.policy import VERIFY_BY_BYTES_ROLES, Caller, can_see_artefact, visible
 from api.routes import READ, WRITE, problems
 from api.routes.events import APPENDED
-from api.runtime import Runtime
-from api.writes import admit, append, parse_signed, view, write
+from api.runtime import Runtime, Snapshot
+from api.writes import admit, append, json_answer, parse_signed, view, write
 from ledger import events as ev
 from ledger import views
 from ledger.bundle import VerifyResult
@@ -52,7 +53,7 @@ from ledger.rules import StateView
 from ledger.store.base import AppendResult, LedgerStore, StoredEntry
 from ledger.vocab import CUSTODIAL_ROLES
 
-router = APIRouter(tags=["artefacts"])
+router = deps.router(tags=["artefacts"])
 ACCESS_HEADER = "X-Custody-Access-Event"
 AccessHeader = Annotated[str, Header(alias=ACCESS_HEADER, min_length=1, max_length=16384,
                                      description="base64url(JSON of a signed access.record "
@@ -171,19 +172,38 @@ async def get_artefact(artefact_id: IdStr, runtime: RuntimeDep, caller: CallerDe
     return ArtefactOut(artefact=record, access=AppendReceipt(**receipt.to_json()))
 
 
+#: The history page of a request without query parameters: (after, limit).
+HISTORY_DEFAULTS = (-1, 100)
+
+
+def history_key(artefact_id: str, after: int, limit: int) -> tuple[str, str, int, int]:
+    """The snapshot memo key of a history page."""
+    return ("history", artefact_id, after, limit)
+
+
 @router.get("/v1/artefacts/{artefact_id}/history", operation_id="getArtefactHistory",
             response_model=History, responses=READ)
-def get_history(store: StoreDep, caller: CallerDep, artefact_id: IdStr,
-                after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
-                limit: Limit = 100) -> History:
+async def get_history(runtime: RuntimeDep, caller: CallerDep, artefact_id: IdStr,
+                      after: Annotated[int, Query(ge=-1, le=2**62)] = HISTORY_DEFAULTS[0],
+                      limit: Limit = HISTORY_DEFAULTS[1]) -> Response:
     """The custody timeline: every visible event about the artefact, with signer,
     organisation, jurisdiction, ledger time and log index."""
+    store = runtime.store
     v = view(store, caller)
-    if visible(v, caller, "art/" + artefact_id) is None:
+    if await runtime.run_read(visible, v, caller, "art/" + artefact_id) is None:
         raise NotFound(f"unknown artefact {artefact_id!r}")
-    entries, nxt = history_entries(store, artefact_id, after, limit)
-    return History(artefact=artefact_id, steps=[timeline_step(v, e) for _, e in entries],
-                   next_after=nxt)
+
+    def build() -> History:
+        entries, nxt = history_entries(store, artefact_id, after, limit)
+        return History(artefact=artefact_id, steps=[timeline_step(v, e) for _, e in entries],
+                       next_after=nxt)
+
+    # The same page for everyone who may see the artefact, at this log size: built once
+    # (entries read and parsed in a worker thread: a page can be long), then reused.
+    key = history_key(artefact_id, after, limit)
+    if isinstance(v, Snapshot) and v.memoised(key):
+        return json_answer(v, key, build)
+    return await anyio.to_thread.run_sync(json_answer, v, key, build)
 
 
 @router.get("/v1/artefacts/{artefact_id}/content", operation_id="downloadArtefact",

@@ -6,8 +6,9 @@ import base64
 import os
 from typing import NoReturn
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
+from api import deps
 from api.auth import AUTH_DOMAIN, now_ms
 from api.deps import CallerDep, RuntimeDep
 from api.models import ChallengeRequest, ChallengeResponse, TokenRequest, TokenResponse
@@ -19,12 +20,12 @@ from ledger import events as ev
 from ledger.errors import Forbidden, Unauthenticated
 from ledger.service import ActorKey, Custody
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"])
+router = deps.router(prefix="/v1/auth", tags=["auth"])
 
 
 @router.post("/challenge", operation_id="createChallenge", response_model=ChallengeResponse,
              responses=problems(413, 422, 503))
-def create_challenge(body: ChallengeRequest, runtime: RuntimeDep) -> ChallengeResponse:
+async def create_challenge(body: ChallengeRequest, runtime: RuntimeDep) -> ChallengeResponse:
     """A fresh single-use challenge for ``actor`` (valid for one minute).
 
     Issued for any well-formed actor id (known or not), so it reveals nothing."""
@@ -96,6 +97,6 @@ def _refuse(runtime: Runtime, actor: str, address: str, ident: CertIdentity | No
 
 @router.get("/me", operation_id="whoAmI", response_model=dict[str, object],
             responses=problems(401, 502, 503))
-def who_am_i(caller: CallerDep) -> dict[str, object]:
+async def who_am_i(caller: CallerDep) -> dict[str, object]:
     """The authenticated actor's ledger record."""
     return {"id": caller.id, "record": caller.record}

@@ -8,9 +8,10 @@ import contextlib
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import Path, Query, Request
+from fastapi.responses import JSONResponse, Response
 
+from api import deps
 from api.deps import CallerDep, RuntimeDep, StoreDep
 from api.models import (
     PAGE_MAX,
@@ -25,19 +26,19 @@ from api.models import (
     StatePage,
     StateRecord,
 )
-from api.policy import Caller, can_see_event, can_see_state, visible
+from api.policy import Caller, can_see_event, can_see_state, created_keys, visible
 from api.problems import problem_body
 from api.routes import READ, WRITE
 from api.runtime import Runtime
-from api.writes import admit, parse_signed, view, write
+from api.writes import admit, append, json_answer, parse_signed, receipt_response, view
 from ledger import events as ev
 from ledger.canonical import canonical
-from ledger.errors import LedgerError, NotFound
+from ledger.errors import Conflict, LedgerError, NotFound
 from ledger.events import Entry, SignedEvent
 from ledger.rules import StateView
 from ledger.store.base import AppendResult
 
-router = APIRouter(tags=["events"])
+router = deps.router(tags=["events"])
 KeyPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 RefPath = Annotated[str, Path(min_length=1, max_length=80, pattern=r"^[\x21-\x7e]+$")]
 
@@ -58,11 +59,22 @@ async def append_event(body: SignedEventBody, request: Request, runtime: Runtime
     that artefact exists, and answered 404 exactly like an unknown artefact: every denied
     attempt is on the log, and the answer does not reveal that the artefact exists."""
     raw = await request.body()
-    hidden = await anyio.to_thread.run_sync(lambda: hidden_denial(runtime, caller, raw))
-    if hidden is not None:
-        await _append_quietly(runtime, hidden)
-        raise hidden_answer(hidden)
-    return await write(request, runtime, caller)
+    signed, hidden = await runtime.run_read(prepare_event, runtime, caller, raw)
+    if hidden:
+        await _append_quietly(runtime, signed)
+        raise hidden_answer(signed)
+    return receipt_response(await append(runtime, caller, signed))
+
+
+def prepare_event(runtime: Runtime, caller: Caller, raw: bytes) -> tuple[SignedEvent, bool]:
+    """The body parsed once by the ledger's strict parser, and either admitted
+    (:func:`api.writes.admit`; ``False``) or a hidden denial to record quietly
+    (:func:`hidden_denial`; ``True``)."""
+    signed = parse_signed(raw)
+    if hidden_denial_of(runtime, caller, signed) is not None:
+        return signed, True
+    admit(runtime.store, caller, signed)
+    return signed, False
 
 
 def hidden_denial(runtime: Runtime, caller: Caller, raw: bytes,
@@ -75,6 +87,12 @@ def hidden_denial(runtime: Runtime, caller: Caller, raw: bytes,
         signed = parse_signed(raw)
     except LedgerError:
         return None
+    return hidden_denial_of(runtime, caller, signed, state)
+
+
+def hidden_denial_of(runtime: Runtime, caller: Caller, signed: SignedEvent,
+                     state: StateView | None = None) -> SignedEvent | None:
+    """:func:`hidden_denial` of an event already parsed."""
     event, v = signed.event, state or view(runtime.store, caller)
     art = event.payload.get("artefact")
     if (event.kind != ev.ACCESS or event.signer != caller.id or not isinstance(art, str)
@@ -104,6 +122,8 @@ async def append_events(body: BatchBody, runtime: RuntimeDep, caller: CallerDep)
     def prepare() -> list[SignedEvent | LedgerError]:  # state reads: off the event loop
         v = view(runtime.store, caller)
         out: list[SignedEvent | LedgerError] = []
+        created: frozenset[str] = frozenset()  # by the caller's earlier events here
+        seen: set[str] = set()
         for item in body.events:
             try:
                 raw = canonical(item.model_dump())
@@ -113,7 +133,12 @@ async def append_events(body: BatchBody, runtime: RuntimeDep, caller: CallerDep)
                     out.append(hidden)
                     continue
                 signed = parse_signed(raw)
-                admit(runtime.store, caller, signed, state=v)
+                if signed.event_id in seen:  # as LedgerStore.append_many answers it
+                    raise Conflict("duplicate-in-batch", f"event {signed.event_id} is twice "
+                                   "in this batch")
+                seen.add(signed.event_id)
+                admit(runtime.store, caller, signed, state=v, created=created)
+                created |= frozenset(created_keys(signed))
                 out.append(signed)
             except LedgerError as exc:
                 out.append(exc)
@@ -161,23 +186,33 @@ def find_event(store: StoreDep, caller: CallerDep,
 
 @router.get("/v1/state/{key:path}", operation_id="getState", response_model=StateRecord,
             responses=READ)
-def get_state(store: StoreDep, caller: CallerDep, key: KeyPath) -> StateRecord:
+async def get_state(runtime: RuntimeDep, caller: CallerDep, key: KeyPath) -> Response:
     """One world-state record (``ledger``, ``org/ID``, ``actor/ID``, ``case/ID``,
     ``lb/ID``, ``art/ID``, ``tr/ID``), if the caller may see it."""
-    record = visible(view(store, caller), caller, key)
+    return await runtime.run_read(state_answer, runtime, caller, key)
+
+
+def state_answer(runtime: Runtime, caller: Caller, key: str) -> Response:
+    v = view(runtime.store, caller)
+    record = visible(v, caller, key)
     if record is None:
         raise NotFound(f"no record {key!r}")
-    return StateRecord(key=key, value=record)
+    return json_answer(v, state_key(key), lambda: StateRecord(key=key, value=record))
+
+
+def state_key(key: str) -> tuple[str, str]:
+    """The snapshot memo key of the answer for the state record ``key``."""
+    return ("state", key)
 
 
 @router.get("/v1/state", operation_id="listState", response_model=StatePage, responses=READ)
 def list_state(store: StoreDep, caller: CallerDep,
-               prefix: Annotated[str, Query(min_length=1, max_length=200,
-                                            pattern=r"^[\x21-\x7e]+$")],
+               prefix: Annotated[str, Query(max_length=200,
+                                            pattern=r"^[\x21-\x7e]*$")] = "",
                after: Annotated[str, Query(max_length=200)] = "",
                limit: Limit = 100) -> StatePage:
-    """Records whose key starts with ``prefix``, in key order, after ``after``; records
-    the caller may not see are left out."""
+    """Records whose key starts with ``prefix`` (every record without one), in key order,
+    after ``after``; records the caller may not see are left out."""
     v = view(store, caller)
     items: list[StateRecord] = []
     for key, value in store.state_items(prefix, after):
@@ -207,3 +242,4 @@ def list_refs(store: StoreDep, caller: CallerDep, ref: RefPath,
                 return RefPage(ref=ref, indices=out, next_after=out[-1])
             out.append(stored.index)
     return RefPage(ref=ref, indices=out, next_after=None)
+

@@ -10,10 +10,14 @@ whoever may see what it is about (:func:`api.policy.can_see_event`).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Hashable
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
 
+from api import deps
 from api.deps import CallerDep, RuntimeDep, StoreDep
 from api.models import (
     CheckpointItem,
@@ -31,6 +35,7 @@ from api.models import (
 )
 from api.policy import Caller, can_see_event
 from api.routes import PUBLIC, READ, problems
+from api.runtime import Runtime
 from api.writes import view
 from ledger import merkle
 from ledger.checkpoint import verify_checkpoint
@@ -38,7 +43,7 @@ from ledger.errors import Forbidden, LedgerError, NotFound
 from ledger.events import Entry
 from ledger.store.base import LedgerStore, StoredEntry
 
-router = APIRouter(tags=["log"])
+router = deps.router(tags=["log"])
 IndexQ = Annotated[int, Query(ge=0, le=2**62)]
 
 
@@ -60,9 +65,15 @@ def visible_entry(store: LedgerStore, caller: Caller, index: int) -> StoredEntry
 
 
 @router.get("/v1/health", operation_id="health", response_model=Health, responses=PUBLIC)
-def health(runtime: RuntimeDep) -> Health:
+async def health(runtime: RuntimeDep) -> Health:
     """Liveness and readiness: the database answers."""
-    return Health(status="ok", origin=runtime.origin, size=runtime.store.size())
+    def check() -> Health:
+        snap = runtime.reads.snapshot()  # reads the log size from the database
+        ledger = snap.get("ledger")
+        return Health(status="ok", origin=str(ledger["origin"]) if ledger else
+                      runtime.fallback_origin, size=snap.size)
+
+    return await runtime.run_read(check)
 
 
 @router.get("/v1/log", operation_id="getLog", response_model=LogInfo, responses=PUBLIC)
@@ -97,25 +108,44 @@ def list_checkpoints(store: StoreDep, after: IndexQ = 0, limit: Limit = 100) -> 
 
 
 @router.get("/v1/log/root", operation_id="getRoot", response_model=RootOut, responses=PUBLIC)
-def get_root(store: StoreDep, size: IndexQ) -> RootOut:
+async def get_root(runtime: RuntimeDep, size: IndexQ) -> Response:
     """The RFC 6962 root hash of the first ``size`` entries."""
-    return RootOut(size=size, root=store.root(size).hex())
+    store = runtime.store
+    return await immutable_answer(runtime, ("root", size), lambda: RootOut(
+        size=size, root=store.root(size).hex()))
 
 
 @router.get("/v1/log/proofs/inclusion", operation_id="getInclusionProof",
             response_model=InclusionProofOut, responses=PUBLIC)
-def get_inclusion_proof(store: StoreDep, index: IndexQ, size: IndexQ) -> InclusionProofOut:
+async def get_inclusion_proof(runtime: RuntimeDep, index: IndexQ, size: IndexQ) -> Response:
     """RFC 9162 §2.1.3 inclusion proof of entry ``index`` in the tree of ``size``."""
-    proof = store.inclusion_proof(index, size)
-    return InclusionProofOut(index=index, size=size, proof=[h.hex() for h in proof])
+    store = runtime.store
+    return await immutable_answer(runtime, inclusion_key(index, size), lambda: InclusionProofOut(
+        index=index, size=size, proof=[h.hex() for h in store.inclusion_proof(index, size)]))
 
 
 @router.get("/v1/log/proofs/consistency", operation_id="getConsistencyProof",
             response_model=ConsistencyProofOut, responses=PUBLIC)
-def get_consistency_proof(store: StoreDep, old: IndexQ, new: IndexQ) -> ConsistencyProofOut:
+async def get_consistency_proof(runtime: RuntimeDep, old: IndexQ, new: IndexQ) -> Response:
     """RFC 9162 §2.1.4 consistency proof between tree sizes ``old`` and ``new``."""
-    proof = store.consistency_proof(old, new)
-    return ConsistencyProofOut(old=old, new=new, proof=[h.hex() for h in proof])
+    store = runtime.store
+    return await immutable_answer(runtime, ("consistency", old, new), lambda: ConsistencyProofOut(
+        old=old, new=new, proof=[h.hex() for h in store.consistency_proof(old, new)]))
+
+
+def inclusion_key(index: int, size: int) -> tuple[str, int, int]:
+    """The key of an inclusion proof's answer in the cache of immutable answers."""
+    return ("inclusion", index, size)
+
+
+async def immutable_answer(runtime: Runtime, key: Hashable,
+                           build: Callable[[], BaseModel]) -> Response:
+    """An answer fixed by the tree alone (a root or a proof for given sizes: the log only
+    grows, so once it can be computed it never changes), computed once per process.
+    A refusal (a size beyond the log) is never remembered."""
+    body = await runtime.run_read(runtime.reads.immutable, key,
+                                  lambda: build().model_dump_json().encode())
+    return Response(body, media_type="application/json")
 
 
 @router.get("/v1/log/entries", operation_id="listEntries", response_model=EntryPage,

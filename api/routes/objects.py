@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
+from api import deps
 from api.deps import CallerDep, RuntimeDep, StoreDep
 from api.models import AppendReceipt, IdStr, Limit, ObjectList, ObjectOut, SignedEventBody
 from api.policy import Caller, can_see_state, visible
@@ -21,7 +22,7 @@ from ledger import events as ev
 from ledger.errors import NotFound, VerificationError
 from ledger.store.base import LedgerStore
 
-router = APIRouter()
+router = deps.router()
 W: dict[str, Any] = {"status_code": 201, "response_model": AppendReceipt,
                      "responses": {**APPENDED, **WRITE}}
 After = Annotated[str, Query(max_length=64)]
@@ -67,8 +68,9 @@ def list_orgs(store: StoreDep, caller: CallerDep, after: After = "",
 
 @router.get("/v1/orgs/{org_id}", operation_id="getOrg", tags=["directory"],
             response_model=ObjectOut, responses=READ)
-def get_org(store: StoreDep, caller: CallerDep, org_id: IdStr) -> ObjectOut:
-    return get_object(store, caller, "org/", "organisation", org_id)
+async def get_org(runtime: RuntimeDep, caller: CallerDep, org_id: IdStr) -> ObjectOut:
+    return await runtime.run_read(get_object, runtime.store, caller, "org/", "organisation",
+                                  org_id)
 
 
 @router.post("/v1/actors", operation_id="enrolActor", tags=["directory"], **W)
@@ -80,9 +82,10 @@ async def enrol_actor(body: SignedEventBody, request: Request, runtime: RuntimeD
 
 @router.get("/v1/actors/{actor_id}", operation_id="getActor", tags=["directory"],
             response_model=ObjectOut, responses=READ)
-def get_actor(store: StoreDep, caller: CallerDep, actor_id: IdStr) -> ObjectOut:
+async def get_actor(runtime: RuntimeDep, caller: CallerDep, actor_id: IdStr) -> ObjectOut:
     """An actor's record: org, roles, public key, key id, status."""
-    return get_object(store, caller, "actor/", "actor", actor_id)
+    return await runtime.run_read(get_object, runtime.store, caller, "actor/", "actor",
+                                  actor_id)
 
 
 @router.post("/v1/actors/{actor_id}/revocation", operation_id="revokeActor",
@@ -113,8 +116,9 @@ def list_cases(store: StoreDep, caller: CallerDep, after: After = "",
 
 @router.get("/v1/cases/{case_id}", operation_id="getCase", tags=["cases"],
             response_model=ObjectOut, responses=READ)
-def get_case(store: StoreDep, caller: CallerDep, case_id: IdStr) -> ObjectOut:
-    return get_object(store, caller, "case/", "case", case_id)
+async def get_case(runtime: RuntimeDep, caller: CallerDep, case_id: IdStr) -> ObjectOut:
+    return await runtime.run_read(get_object, runtime.store, caller, "case/", "case",
+                                  case_id)
 
 
 @router.post("/v1/cases/{case_id}/members", operation_id="addCaseMember", tags=["cases"], **W)
@@ -134,8 +138,9 @@ async def record_legal_basis(body: SignedEventBody, request: Request, runtime: R
 
 @router.get("/v1/legal-bases/{basis_id}", operation_id="getLegalBasis", tags=["cases"],
             response_model=ObjectOut, responses=READ)
-def get_legal_basis(store: StoreDep, caller: CallerDep, basis_id: IdStr) -> ObjectOut:
-    return get_object(store, caller, "lb/", "legal basis", basis_id)
+async def get_legal_basis(runtime: RuntimeDep, caller: CallerDep, basis_id: IdStr) -> ObjectOut:
+    return await runtime.run_read(get_object, runtime.store, caller, "lb/", "legal basis",
+                                  basis_id)
 
 
 # ---- transfers and access ------------------------------------------------------------
@@ -149,8 +154,9 @@ async def dispatch(body: SignedEventBody, request: Request, runtime: RuntimeDep,
 
 @router.get("/v1/transfers/{transfer_id}", operation_id="getTransfer", tags=["custody"],
             response_model=ObjectOut, responses=READ)
-def get_transfer(store: StoreDep, caller: CallerDep, transfer_id: IdStr) -> ObjectOut:
-    return get_object(store, caller, "tr/", "transfer", transfer_id)
+async def get_transfer(runtime: RuntimeDep, caller: CallerDep, transfer_id: IdStr) -> ObjectOut:
+    return await runtime.run_read(get_object, runtime.store, caller, "tr/", "transfer",
+                                  transfer_id)
 
 
 @router.post("/v1/transfers/{transfer_id}/receipt", operation_id="receiveArtefact",

@@ -25,11 +25,12 @@ import re
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Request
+from fastapi import Header, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
+from api import deps
 from api.deps import CallerDep, RuntimeDep
 from api.evidence_store import check_sha256
 from api.models import Hex64
@@ -41,7 +42,7 @@ from api.runtime import Runtime
 from ledger.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from ledger.vocab import CUSTODIAL_ROLES
 
-router = APIRouter(tags=["packages"])
+router = deps.router(tags=["packages"])
 #: Paths whose bodies this router streams itself (no small-body cap).
 PREFIX = "/v1/packages/"
 UPLOAD_LENGTH, UPLOAD_OFFSET = "Upload-Length", "Upload-Offset"

@@ -14,9 +14,10 @@ import hashlib
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi.responses import Response
 
+from api import deps
 from api.deps import CallerDep, RuntimeDep
 from api.models import IdStr
 from api.routes import READ
@@ -24,7 +25,7 @@ from api.routes.artefacts import visible_target
 from ledger.bundle import verify_bundle
 from ledger.errors import NotFound
 
-router = APIRouter(tags=["court"])
+router = deps.router(tags=["court"])
 
 MEDIA = {"html": "text/html; charset=utf-8", "pdf": "application/pdf",
          "bundle": "application/json", "verify-page": "text/html; charset=utf-8"}

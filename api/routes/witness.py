@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import Path, Query, Response
 
+from api import deps
 from api.deps import RuntimeDep, StoreDep
 from api.models import (
     CosignatureIn,
@@ -27,7 +28,7 @@ from ledger.errors import Forbidden, NotFound
 from ledger.store.base import LedgerStore
 from ledger.witness import MAX_WITNESSES
 
-router = APIRouter(tags=["witness"])
+router = deps.router(tags=["witness"])
 #: A decimal tree size as the path segment itself (``int`` would also take "1.0", "+1"
 #: and "1_0", which a schema-valid client never sends).
 SizePath = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,17}$",

@@ -47,6 +47,10 @@ def serve(
         "--security-actor", metavar="ID", help="With --client-ca: the actor (role auditor or "
         "admin, key in this home) whose key signs the log entry recording a refused "
         "login.")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="Worker processes sharing the port (SQLite or PostgreSQL "
+        "ledgers; the database serialises their writes). Rate limits and login throttling "
+        "are per process.")] = 1,
     json_: Json = False,
 ) -> None:
     """Serve this home's ledger over the REST API (OpenAPI at /openapi.json, docs at /docs).
@@ -104,13 +108,15 @@ def serve(
     if context.want_json(ctx, json_):
         context.emit_json({"origin": home.origin, "url": server_url(host, port, settings),
                            "database": backend, "tls": files is not None,
-                           "mutual_tls": settings.tls_client_ca is not None})
+                           "mutual_tls": settings.tls_client_ca is not None,
+                           "workers": workers})
         sys.stdout.flush()
     else:
-        context.err_console.print(f"{startup_line(host, port, settings)} ({backend})",
+        context.err_console.print(f"{startup_line(host, port, settings)} ({backend}"
+                                  f"{f', {workers} workers' if workers > 1 else ''})",
                                   markup=False, highlight=False)
     try:
-        run_server(host, port, settings)
+        run_server(host, port, settings, workers=workers)
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind (a race with the check)
         if exc.code not in (None, 0):
             raise InvalidInput(f"could not listen on {host}:{port} (in use, or not an "

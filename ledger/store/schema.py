@@ -129,5 +129,13 @@ head = Table(
     Column("last_time", BigInteger, nullable=False),
 )
 
+#: Not part of the log: ids of the login challenges already redeemed (``api.challenges``,
+#: revision 0005), so that every worker process of the API sees them; deleted once expired.
+spent_challenges = _clustered(
+    "spent_challenges",
+    Column("id", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
 APPEND_ONLY = ("entries", "merkle_nodes", "checkpoints", "refs", "state_log", "map_nodes_v",
                "cosignatures", "fabric_blocks")

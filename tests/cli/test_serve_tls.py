@@ -229,3 +229,20 @@ def test_plain_http_gets_nothing_from_the_tls_port(operator: Path, pki: Pki) -> 
                       timeout=5)
         assert r.status_code == 200
         assert r.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_serve_with_two_workers_answers_on_one_port(operator: Path, pki: Pki) -> None:
+    """``custody serve --workers 2``: two processes behind the one TLS port."""
+    with serving_tls(operator, pki, "--workers", "2") as (url, _):
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(url + "/v1/log", verify=ctx, timeout=5)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the workers did not answer"
+                time.sleep(0.2)
+        assert r.status_code == 200
+        assert r.json()["size"] >= 1
+    assert "2 workers" in serving_tls.last_stderr  # type: ignore[attr-defined]

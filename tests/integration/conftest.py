@@ -95,7 +95,9 @@ class World:
 
 
 def build_world(url: str, clock: FakeClock | None = None, *, random_label: str = "world",
-                origin: str = LOG_NAME, create: bool = True, store: Any = None) -> World:
+                origin: str = LOG_NAME, create: bool = True, store: Any = None,
+                admin_roles: tuple[str, ...] = ("admin", "examiner", "custodian",
+                                                "prosecutor")) -> World:
     clock = clock or FakeClock()
     log = log_signer(origin)
     if store is None:
@@ -104,8 +106,7 @@ def build_world(url: str, clock: FakeClock | None = None, *, random_label: str =
     w = World(url, store, svc, clock, log, actor_key("admin"), actor_key("nl-cust"),
               actor_key("de-court"), actor_key("de-cust"), digests_of(EVIDENCE))
     svc.genesis(w.admin, org_id="bka", org_name="BKA", jurisdiction="DE", actor_name="Anna",
-                roles=["admin", "examiner", "custodian", "prosecutor"],
-                log_key=log.verifier_key)
+                roles=list(admin_roles), log_key=log.verifier_key)
     svc.add_org(w.admin, "nfi", "NFI", "NL")
     svc.add_org(w.admin, "lka", "LKA", "DE")
     svc.enrol(w.admin, actor_id="nl-cust", org="nfi", name="Jan", roles=["custodian"],
@@ -151,12 +152,26 @@ def sqlite_world_template(tmp_path_factory: pytest.TempPathFactory) -> World:
     return tpl
 
 
+@pytest.fixture(scope="session")
+def remote_world_template(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The served world's template: the same world, with the admin also an auditor, since
+    reading the whole log through the API (as the suite does) is an auditor's right."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('remote-template') / 'ledger.db'}"
+    tpl = build_world(url, FakeClock(), admin_roles=("admin", "examiner", "custodian",
+                                                     "prosecutor", "auditor"))
+    tpl.close()
+    return tpl
+
+
 @pytest.fixture
 def world(backend: str, db_url: str, clock: FakeClock,
           request: pytest.FixtureRequest) -> Iterator[World]:
     """A fresh standard world on ``backend``."""
     if backend == "fabric":
         yield from _fabric_world(request, clock)
+        return
+    if backend == "remote":
+        yield from _remote_world(request, clock, db_url)
         return
     if backend == "sqlite":
         tpl: World = request.getfixturevalue("sqlite_world_template")
@@ -198,3 +213,50 @@ def _fabric_world(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[
         if store is not None:
             store.close()
         network.down(folder, purge=True)
+
+
+def _remote_world(request: pytest.FixtureRequest, clock: FakeClock,
+                  url: str) -> Iterator[World]:
+    """The standard world served by the API: a SQLite store behind the ASGI app, reached
+    through :class:`~ledger.store.remote.RemoteStore` (the client every joined home uses),
+    which logs in as each signer with its own key. ``world.sql`` is the store behind it."""
+    import warnings
+
+    with warnings.catch_warnings():  # Starlette 1.x prefers httpx2; RemoteStore uses httpx
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from ledger.store.remote import ActorLogin, RemoteStore
+
+    tpl: World = request.getfixturevalue("remote_world_template")
+    src, dst = sa.make_url(tpl.url).database, sa.make_url(url).database
+    assert src
+    assert dst
+    for suffix in ("", "-wal"):
+        if os.path.exists(src + suffix):
+            shutil.copyfile(src + suffix, dst + suffix)
+    clock.now = tpl.clock.now
+    served = reopen_world(url, clock, tpl)
+    with TestClient(create_app(served.store, clock=clock)) as client:
+        base = str(client.base_url)
+        logins: dict[str, ActorLogin] = {}
+
+        def token(actor: str | None) -> str:  # each signer logs in with its own key
+            login = logins.setdefault(actor or "admin",
+                                      ActorLogin(base, actor_key(actor or "admin"),
+                                                 client=client))
+            return login()
+
+        remote = RemoteStore(base, token=lambda: token("admin"), signer_tokens=token,
+                             client=client)
+        svc = Custody(remote, origin=served.svc.origin, clock=clock,
+                      random=CountingRandom("world", start=_REOPEN_COUNTER))
+        w = dataclasses.replace(served, store=remote, svc=svc, extra_stores=[])
+        w.sql = served.store  # type: ignore[attr-defined]
+        assert w.store.size() == WORLD_SIZE
+        try:
+            yield w
+        finally:
+            remote.close()
+    served.close()
