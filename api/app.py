@@ -45,7 +45,7 @@ from api.security import (
 )
 from api.settings import Settings, check_sqlite_durability
 from ledger import keys
-from ledger.note import ALG_COSIGNATURE_V1, NoteSigner, parse_verifier_key
+from ledger.core.note import ALG_COSIGNATURE_V1, NoteSigner, parse_verifier_key
 from ledger.store.base import LedgerStore
 
 API_VERSION = "1.0.0"

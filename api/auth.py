@@ -15,7 +15,7 @@ spent until it expires, in the ledger database, where every worker process sees 
 every request reads the log size first and takes the actor's record as of that size
 (:mod:`api.runtime`), so a revocation takes effect at the first request after its commit.
 The public key comes from the ledger state ``actor/ID``; the Ed25519 check goes through
-:mod:`ledger._sodium`, the one module that touches the primitive.
+:mod:`ledger.core._sodium`, the one module that touches the primitive.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from api.challenges import ProcessChallenges, SpentChallenges
-from ledger import _sodium
-from ledger.errors import InvalidSignature, Unauthenticated
+from ledger.core import _sodium
+from ledger.core.errors import InvalidSignature, Unauthenticated
 from ledger.store.base import LedgerStore
 
 AUTH_DOMAIN: Final = b"custody-ledger/v1/auth\n"

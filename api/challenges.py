@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from ledger.errors import Backpressure, Unauthenticated
+from ledger.core.errors import Backpressure, Unauthenticated
 from ledger.store.base import LedgerStore
 from ledger.store.schema import spent_challenges as table
 

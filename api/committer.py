@@ -5,11 +5,11 @@ everything queued (up to ``max_batch``), calls ``store.append_many`` (one transa
 one fsync, one checkpoint) and resolves each request with its own result or refusal.
 The custody rules still judge events one after the other inside the transaction, so
 two dispatches of one artefact in one batch still give one success and one conflict.
-A full queue is :class:`~ledger.errors.Backpressure` (503 + Retry-After), never an
+A full queue is :class:`~ledger.core.errors.Backpressure` (503 + Retry-After), never an
 unbounded backlog (threat T11). A 201 is sent only after the commit returned.
 
 The thread outlives any failure: a database that went away fails that batch's requests
-with :class:`~ledger.errors.StoreUnavailable` (503 + Retry-After; the store reconnects
+with :class:`~ledger.core.errors.StoreUnavailable` (503 + Retry-After; the store reconnects
 by itself), and anything unexpected fails only that batch (and is logged).
 """
 
@@ -23,8 +23,8 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from typing import cast
 
-from ledger.errors import Backpressure, LedgerError
-from ledger.events import SignedEvent
+from ledger.core.errors import Backpressure, LedgerError
+from ledger.core.events import SignedEvent
 from ledger.store.base import AppendResult, LedgerStore
 
 _STOP = object()

@@ -13,9 +13,9 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import Token, check_active
-from api.policy import Caller
 from api.runtime import Runtime, Snapshot
-from ledger.errors import InvalidInput, Unauthenticated
+from ledger.core.errors import InvalidInput, Unauthenticated
+from ledger.core.policy import Caller
 from ledger.store.base import LedgerStore
 
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /v1/auth/token")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ledger.errors import InvalidInput, NotFound, StorageFull, VerificationError
+from ledger.core.errors import InvalidInput, NotFound, StorageFull, VerificationError
 from ledger.evidence import Digests, hash_stream
 from ledger.fsutil import fsync_dir as fsync_dir  # re-exported for api.package_store
 

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem_response
-from ledger.errors import PayloadTooLarge
+from ledger.core.errors import PayloadTooLarge
 
 #: Paths whose bodies are streamed by the route itself, with the upload cap.
 STREAMED = ("/v1/evidence/", "/v1/verify/upload")

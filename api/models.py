@@ -1,7 +1,7 @@
 """Request and response models of the API (strict: ``extra=forbid``, lengths, caps).
 
 Signed events are validated twice on purpose: here for the OpenAPI contract and a fast
-422, then by the ledger's own strict parser on the raw bytes (:mod:`ledger.events`),
+422, then by the ledger's own strict parser on the raw bytes (:mod:`ledger.core.events`),
 which is the only parser whose result is ever appended.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ledger import events as ev
+from ledger.core import events as ev
 
 PAGE_MAX = 1000
 IdStr = Annotated[str, StringConstraints(pattern=ev.ID_RE.pattern)]
@@ -27,7 +27,7 @@ class Strict(BaseModel):
 
 
 class EventBody(Strict):
-    """An unsigned event (see ``ledger.events``); the payload schema depends on ``kind``."""
+    """An unsigned event (see ``ledger.core.events``); the payload schema depends on ``kind``."""
 
     v: Literal[1]
     kind: Literal[ev.KINDS]  # type: ignore[valid-type]
@@ -216,7 +216,7 @@ class VerifyRequest(Strict):
 
 
 class VerifyOut(BaseModel):
-    """``ledger.bundle.VerifyResult`` serialised: the verdict and what it rests on."""
+    """``ledger.core.bundle.VerifyResult`` serialised: the verdict and what it rests on."""
 
     verdict: Literal["authentic", "mismatch", "not-registered", "verified", "fault"]
     artefact_id: str | None

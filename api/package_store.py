@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from api.evidence_store import Chunks, check_sha256, fsync_dir
-from ledger.errors import Conflict, NotFound, PayloadTooLarge, VerificationError
+from ledger.core.errors import Conflict, NotFound, PayloadTooLarge, VerificationError
 from ledger.store.base import LedgerStore
 
 _READ_CHUNK = 1 << 20

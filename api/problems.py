@@ -5,7 +5,7 @@ Every error response of the API is ``application/problem+json``::
     {"type": ".../problems/<code>", "title", "status", "detail", "code",
      "rule"?, "retry_after"?, "index"?, "errors"?}
 
-``code`` is the ledger exception's stable code (``ledger.errors``) so a client such as
+``code`` is the ledger exception's stable code (``ledger.core.errors``) so a client such as
 :class:`ledger.store.remote.RemoteStore` can raise the very same exception class again;
 ``rule`` names the custody rule of a 409. Routers never build error responses themselves.
 """
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from ledger import errors as e
+from ledger.core import errors as e
 
 PROBLEM_BASE = "https://custody-ledger.example/problems/"
 MEDIA_TYPE = "application/problem+json"

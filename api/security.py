@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem_response
-from ledger.errors import RateLimited, Unauthenticated
+from ledger.core.errors import RateLimited, Unauthenticated
 
 API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' "

@@ -25,7 +25,7 @@ from api.app import create_app, open_store
 from api.auth import now_ms
 from api.settings import Settings
 from api.tls import TlsFiles, describe, http_protocol, is_loopback, server_context
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 
 def tls_files(settings: Settings) -> TlsFiles | None:

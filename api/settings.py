@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 #: TLS 1.2 suites allowed (TLS 1.3 suites are fixed by OpenSSL and are all AEAD).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1:!SHA256:!SHA384"

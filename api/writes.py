@@ -25,12 +25,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from api.policy import Caller, hidden_reference
 from api.runtime import Runtime, Snapshot
-from ledger.canonical import parse
-from ledger.errors import Forbidden, InvalidInput, NotFound
-from ledger.events import SignedEvent
-from ledger.rules import StateView
+from ledger.core.canonical import parse
+from ledger.core.errors import Forbidden, InvalidInput, NotFound
+from ledger.core.events import SignedEvent
+from ledger.core.policy import Caller, hidden_reference
+from ledger.core.rules import StateView
 from ledger.store.base import AppendResult, LedgerStore
 
 

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import refs
-from ledger import _sodium, merkle, merkle_verify
-from ledger import events as ev
+from ledger.core import _sodium, merkle, merkle_verify
+from ledger.core import events as ev
+from ledger.core.note import NoteSigner
 from ledger.evidence import Digests
-from ledger.note import NoteSigner
 from ledger.service import ActorKey, Custody
 from ledger.store.sql import SqlStore, make_engine, migrate
 

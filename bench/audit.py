@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import refs
-from ledger import _sodium
-from ledger import events as ev
-from ledger.note import NoteSigner
+from ledger.core import _sodium
+from ledger.core import events as ev
+from ledger.core.note import NoteSigner
 from ledger.parallel_verify import VerifyPool, available_cores, idle_cores
 from ledger.store.audit_sql import audit_store
 from ledger.store.sql import SqlStore
@@ -168,7 +168,7 @@ def parallel_verify_rate(n: int) -> dict[str, Any]:
 
 
 def verify_cpu_us(n: int) -> dict[str, Any]:
-    """CPU time of one Ed25519 verification (``ledger._sodium.valid``, the audit's own
+    """CPU time of one Ed25519 verification (``ledger.core._sodium.valid``, the audit's own
     check, on a 450-byte message like an event's signing bytes), best of three rounds of
     ``n``: the load-independent form of the PyNaCl reference."""
     rng = random.Random(3)
@@ -184,7 +184,7 @@ def verify_cpu_us(n: int) -> dict[str, Any]:
             raise RuntimeError("the verify reference refused a valid signature")
         best = min(best, time.thread_time() - start)
     return {"value": round(best / n * 1e6, 2), "unit": "CPU us per verification", "n": n,
-            "method": "ledger._sodium.valid of n 450-byte messages in this thread, "
+            "method": "ledger.core._sodium.valid of n 450-byte messages in this thread, "
             "thread CPU time, best of 3"}
 
 

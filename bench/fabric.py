@@ -78,8 +78,8 @@ def _measure(workers: int, seconds: float,
 
 def _one(orgs: list[str], orderers: int, workers: int, seconds: float) -> dict[str, Any]:
     import network
-    from ledger import events as ev
-    from ledger._sodium import Signer
+    from ledger.core import events as ev
+    from ledger.core._sodium import Signer
     from ledger.fabric import wire
     from ledger.fabric.client import FabricClient
     from ledger.fabric.store import FabricStore

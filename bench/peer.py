@@ -42,8 +42,8 @@ from typing import Any
 import httpx
 
 from bench.api import CONNECTIONS, Ledger, Load, Uvicorn, _free_port, api_server
-from ledger import _sodium
-from ledger.note import ALG_ED25519, key_hash
+from ledger.core import _sodium
+from ledger.core.note import ALG_ED25519, key_hash
 from ledger.store.remote import login
 
 TESSERA_MODULE = "github.com/transparency-dev/tessera/cmd/conformance/posix"
@@ -169,7 +169,7 @@ class Bodies:
 
     def take(self, n: int) -> list[bytes]:
         self.signed += n
-        return [s.canonical_bytes() for s in self.ledger.events(n)]
+        return [s.canonical_bytes() for s in self.ledger.core.events(n)]
 
 
 def _run_one(name: str, base: str, path: str, headers: dict[str, str],

@@ -54,12 +54,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import refs
-from ledger import _sodium, merkle, merkle_verify, vmap
-from ledger import events as ev
-from ledger.canonical import canonical
-from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
-from ledger.note import NoteSigner
-from ledger.rules import advance_history
+from ledger.core import _sodium, merkle, merkle_verify, vmap
+from ledger.core import events as ev
+from ledger.core.canonical import canonical
+from ledger.core.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from ledger.core.note import NoteSigner
+from ledger.core.rules import advance_history
 from ledger.service import ActorKey, Custody
 from ledger.store.sql import SqlStore, _nodes, leaf_bytes
 from ledger.store.sqlmap import Exec, MapCache, Sql, bucket_of

@@ -5,7 +5,7 @@ Functions (names in :mod:`ledger.fabric.wire`):
 * ``ping()`` -> ``b"pong"`` without touching state (the benchmark's no-op);
 * ``get(key)`` -> the key's JSON bytes, or ``b""`` (a query);
 * ``submit(signed_event_json)`` -> canonical ``{"event_id", "result"}``. The event is
-  checked by :func:`ledger.rules.apply` with ``ledger_time`` = the transaction's
+  checked by :func:`ledger.core.rules.apply` with ``ledger_time`` = the transaction's
   timestamp in ms (the only time source) and ``Context(index=0, history=False)``: no
   ``hist/`` keys, provisional ``index`` fields (the derived log assigns positions from
   block order). Every write is a PutState of RFC 8785 bytes, in sorted key order; the
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chaincode import policy
-from ledger import errors as er
-from ledger import events as ev
-from ledger import rules
-from ledger.canonical import canonical, parse
+from ledger.core import errors as er
+from ledger.core import events as ev
+from ledger.core import rules
+from ledger.core.canonical import canonical, parse
 from ledger.fabric import wire
 
 #: Generic message for failures that are not ledger refusals (no details: they could

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ledger import events as ev
-from ledger.errors import IntegrityFault
+from ledger.core import events as ev
+from ledger.core.errors import IntegrityFault
 from ledger.fabric import wire
 
 Record = dict[str, Any]

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console, ConsoleDimensions
 
-from ledger.errors import CheckpointRefused, NotFound, VerificationError
+from ledger.core.errors import CheckpointRefused, NotFound, VerificationError
 from ledger.home import Home, custody, open_store
 
 if TYPE_CHECKING:  # not imported at run time: the store and the service load when used
+    from ledger.core.trust import TrustDecision
     from ledger.service import ActorKey, Custody
     from ledger.store.base import AppendResult, LedgerStore
-    from ledger.trust import TrustDecision
 
 #: Width used when the output is not a terminal (a pipe or a file): wide enough that no
 #: table cell or line is ever cut or ellipsised.
@@ -119,7 +119,7 @@ class Ctx:
         """Keep ``note`` (the ledger's checkpoint) as this client's trusted checkpoint,
         only if it verifies with the pinned log key and extends the one kept (consistency
         proof from the store, fetched only when needed). Raises
-        :class:`~ledger.errors.CheckpointRefused` (exit 1) and leaves the kept file as it
+        :class:`~ledger.core.errors.CheckpointRefused` (exit 1) and leaves the kept file as it
         was otherwise. ``older_ok`` is for append receipts (:meth:`remember_receipt`)."""
         return self.loaded().remember_checkpoint(
             note, lambda old, new: self.reader().consistency_proof(old, new),
@@ -216,7 +216,7 @@ def done(ctx: Any, json_: bool, receipt: AppendResult, fields: dict[str, Any],
             raise CheckpointRefused(message, exc.kind) from None
         raise VerificationError(message) from None
     except OSError as exc:  # the append happened; the kept checkpoint could not be saved
-        from ledger.errors import StorageFull, UpstreamError
+        from ledger.core.errors import StorageFull, UpstreamError
 
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         raise (StorageFull if full else UpstreamError)(

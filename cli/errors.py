@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from ledger import errors as e
+from ledger.core import errors as e
 
 OK, VERIFICATION_FAILED, INVALID, REFUSED, NOT_FOUND, BACKEND = 0, 1, 2, 3, 4, 5
 

@@ -13,7 +13,7 @@ from cli.errors import BACKEND, EXIT_CODES_HELP, INVALID, NOT_FOUND, exit_code
 from cli.help_index import SUMMARIES
 from cli.lazy import Lazy, LazyGroup
 from cli.options import install_help_style
-from ledger.errors import LedgerError
+from ledger.core.errors import LedgerError
 
 #: Every command and group of commands, in the order ``custody --help`` lists them. A
 #: command's module is imported only when the command is run or its help is shown

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object (JSON lines for "
                                     "listings) instead of text.")]

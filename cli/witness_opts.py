@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 if TYPE_CHECKING:  # imported where used (they bring libsodium): --help stays light
-    from ledger.witness import Witnessed
+    from ledger.core.witness import Witnessed
 
 Witnesses = Annotated[list[str] | None, typer.Option(
     "--witness", metavar="KEY",
@@ -52,7 +52,7 @@ def witness_policy(witnesses: list[str] | None, quorum: int | None) -> WitnessPo
 
     Refuses (InvalidInput, exit 2): a quorum without witnesses, a quorum larger than the
     number of witnesses, a key that is not a type 0x04 verifier key, a key given twice."""
-    from ledger.note import ALG_COSIGNATURE_V1, parse_verifier_key
+    from ledger.core.note import ALG_COSIGNATURE_V1, parse_verifier_key
 
     keys = list(witnesses or [])
     if not keys:
@@ -76,6 +76,6 @@ def witness_policy(witnesses: list[str] | None, quorum: int | None) -> WitnessPo
 def check_witnessed(note: str, log_key: str, policy: WitnessPolicy) -> Witnessed:
     """Verify the log's signature and the policy's quorum of cosignatures on ``note``;
     raise VerificationError (exit 1) otherwise."""
-    from ledger.witness import verify_witnessed
+    from ledger.core.witness import verify_witnessed
 
     return verify_witnessed(note, log_key, list(policy.keys), policy.quorum)

@@ -76,9 +76,9 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from ledger import merkle
-from ledger.checkpoint import Checkpoint, verify_checkpoint
-from ledger.errors import (
+from ledger.core import merkle
+from ledger.core.checkpoint import Checkpoint, verify_checkpoint
+from ledger.core.errors import (
     Backpressure,
     CheckpointRefused,
     IntegrityFault,
@@ -89,9 +89,9 @@ from ledger.errors import (
     UpstreamError,
     VerificationError,
 )
+from ledger.core.trust import verify_or_refuse
 from ledger.fsutil import fsync_dir
 from ledger.home import Home, now_ms
-from ledger.trust import verify_or_refuse
 
 FORMAT = "custody-backup/v1"
 MANIFEST = "manifest.json"
@@ -207,7 +207,7 @@ class Manifest:
 def _digest(body: dict[str, Any]) -> str:
     """``sha256:HEX`` of the manifest's other fields in RFC 8785 canonical JSON: any
     changed bit in the manifest (a value, a key, or its JSON syntax) is detected."""
-    from ledger.canonical import canonical
+    from ledger.core.canonical import canonical
 
     return "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
 
@@ -973,7 +973,7 @@ def _read_current(url: str, log_key: str) -> _Current:
 
 def _finish(home: Home, manifest: Manifest, store_url: str, older: bool) -> None:
     """Keep the restored checkpoint as this home's trusted one when it extends the kept
-    one (through :func:`ledger.trust.update_trusted`); an older restore leaves the newer
+    one (through :func:`ledger.core.trust.update_trusted`); an older restore leaves the newer
     kept checkpoint in place, so this home too refuses the rolled-back ledger."""
     if older:
         return

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
-from ledger.errors import InvalidInput, NotFound, PayloadTooLarge
+from ledger.core.errors import InvalidInput, NotFound, PayloadTooLarge
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "Digests", "digests_match", "evidence_size", "hash_file",
            "hash_stream"]

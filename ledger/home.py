@@ -13,7 +13,7 @@ Layout::
     HOME/checkpoints/latest   the newest checkpoint this client has accepted (0600; kept
                               outside the database so a truncated or rebuilt log is
                               noticed): it only ever advances through
-                              :func:`ledger.trust.update_trusted`
+                              :func:`ledger.core.trust.update_trusted`
 
 This module is the composition root for embedded mode: the real clock and randomness
 are bound here, nowhere in the core.
@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.errors import CheckpointRefused, InvalidInput, NotFound, VerificationError
+from ledger.core.errors import CheckpointRefused, InvalidInput, NotFound, VerificationError
 from ledger.fsutil import fsync_dir
 
 if TYPE_CHECKING:  # imported where used: a command that needs no key or store stays light
-    from ledger.note import NoteSigner
+    from ledger.core.note import NoteSigner
+    from ledger.core.trust import Consistency, TrustDecision
     from ledger.service import ActorKey, Custody
     from ledger.store.base import LedgerStore
-    from ledger.trust import Consistency, TrustDecision
 
 CONFIG = "config.json"
 
@@ -123,7 +123,7 @@ class Home:
         """The file holding ``org_id``'s encryption key ``key_id`` (default: the current
         file); NotFound when this home does not hold it."""
         from ledger import keys
-        from ledger.events import org_key_id
+        from ledger.core.events import org_key_id
 
         current = self.org_key_path(org_id)
         if key_id is None or (current.exists() and org_key_id(
@@ -154,7 +154,7 @@ class Home:
         import re
 
         from ledger import keys
-        from ledger.events import org_key_id
+        from ledger.core.events import org_key_id
 
         folder = self.path / "keys" / "orgs"
         found: dict[str, Path] = {}
@@ -194,13 +194,13 @@ class Home:
         return keys.load_seed(path, self.passphrase(what) if keys.is_encrypted(path) else None)
 
     def log_signer(self) -> NoteSigner:
-        from ledger.note import NoteSigner
+        from ledger.core.note import NoteSigner
 
         return NoteSigner(self.origin, self._seed(self.log_key_path, "the log key"))
 
     def actor(self, actor_id: str | None) -> ActorKey:
         """The acting actor: ``--as``, else the configured default, else the only one."""
-        from ledger import _sodium
+        from ledger.core import _sodium
         from ledger.service import ActorKey
 
         if actor_id is None:
@@ -236,13 +236,13 @@ class Home:
     def remember_checkpoint(self, note: str, consistency: Consistency | None = None, *,
                             older_ok: bool = False) -> TrustDecision:
         """Keep ``note`` as this client's trusted checkpoint if it verifies with the
-        pinned log key and extends the one kept (:func:`ledger.trust.update_trusted`,
+        pinned log key and extends the one kept (:func:`ledger.core.trust.update_trusted`,
         with ``consistency(old, new)`` giving the proof, e.g. the store's
         ``consistency_proof``). A refusal raises :class:`CheckpointRefused` and leaves
         the kept file untouched; an accepted note is written atomically, mode 0600.
         Without ``consistency`` only a first checkpoint (or the same one) is accepted.
         ``older_ok``: the note is an append receipt's (see :func:`update_trusted`)."""
-        from ledger.trust import update_trusted
+        from ledger.core.trust import update_trusted
 
         log_key = self.pinned_log_key()
         folder = self.checkpoint_path.parent

@@ -35,8 +35,8 @@ import nacl.pwhash
 import nacl.secret
 import nacl.utils
 
-from ledger import _sodium
-from ledger.errors import InvalidInput, NotFound, Unauthenticated
+from ledger.core import _sodium
+from ledger.core.errors import InvalidInput, NotFound, Unauthenticated
 
 KEY_TYPE = "custody-ed25519-key"
 IDENTITY_TYPE = "custody-age-identity"

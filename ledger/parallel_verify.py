@@ -1,7 +1,7 @@
 """Ed25519 signature checks spread over worker processes.
 
 ``VerifyPool`` checks ``(public key, message, signature)`` triples with exactly the check
-of :func:`ledger._sodium.verify` (:func:`ledger._sodium.valid`), in worker processes,
+of :func:`ledger.core._sodium.verify` (:func:`ledger.core._sodium.valid`), in worker processes,
 and says which fail by their position. The answer does not depend on the number of
 workers or on how the triples are cut into batches: each triple is checked on its own.
 
@@ -10,9 +10,9 @@ workers or on how the triples are cut into batches: each triple is checked on it
         result = pool.submit(batch)       # asynchronous: result() waits for the positions
 
 The audit also has its workers parse its leaves (``check_leaves``: the stateless part of
-:func:`ledger.audit.audit`, signature included), the work the replaying process would
+:func:`ledger.core.audit.audit`, signature included), the work the replaying process would
 otherwise do on top of the rules. A worker sends each valid leaf's parse back with its
-code (:func:`ledger.audit.parse_leaves`), so the replaying process does not parse it
+code (:func:`ledger.core.audit.parse_leaves`), so the replaying process does not parse it
 again.
 
 Why processes and not threads: libsodium runs without the GIL, but a thread coming back
@@ -54,7 +54,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
-from ledger import _sodium
+from ledger.core import _sodium
 
 Triple = tuple[bytes, bytes, bytes]
 _LEN: Final = struct.Struct("<Q")
@@ -63,8 +63,8 @@ _ID: Final = struct.Struct("<Q")
 _COUNT: Final = struct.Struct("<I")
 _KIND: Final = struct.Struct("<B")
 #: What a worker runs on a batch: Ed25519 triples (the failing positions), or the
-#: audit's entries (a code per entry, :func:`ledger.audit.check_leaves`; a worker
-#: process answers :func:`ledger.audit.parse_leaves`, the codes with each valid leaf's
+#: audit's entries (a code per entry, :func:`ledger.core.audit.check_leaves`; a worker
+#: process answers :func:`ledger.core.audit.parse_leaves`, the codes with each valid leaf's
 #: parse, in ``marshal`` form: plain values between two processes of this interpreter).
 TRIPLES: Final = 0
 LEAVES: Final = 1
@@ -226,7 +226,7 @@ class VerifyPool:
 
     def start(self, preload: Sequence[str] = ()) -> None:
         """Start the workers now (they take ~0.1 s, more with ``preload``: modules they
-        import before taking work, e.g. ``ledger.audit`` for :meth:`check_leaves`).
+        import before taking work, e.g. ``ledger.core.audit`` for :meth:`check_leaves`).
         Until a worker is ready, batches are checked in the calling process."""
         if self._pool or self._broken or self.workers <= 1:
             return
@@ -259,9 +259,9 @@ class VerifyPool:
         return self._submit(TRIPLES, triples)
 
     def check_leaves(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> Result:
-        """Start :func:`ledger.audit.check_leaves` on the audit's ``(leaf, leaf hash,
+        """Start :func:`ledger.core.audit.check_leaves` on the audit's ``(leaf, leaf hash,
         public key)`` items; the result gives a code per item (from a worker: with the
-        leaf's parse, :func:`ledger.audit.parse_leaves`)."""
+        leaf's parse, :func:`ledger.core.audit.parse_leaves`)."""
         return self._submit(LEAVES, items)
 
     def _submit(self, kind: int, items: Sequence[Triple]) -> Result:
@@ -301,7 +301,7 @@ def _run(kind: int, items: list[Triple]) -> list[Any]:
     if kind == TRIPLES:
         return _sodium.failing(items)
     if kind == LEAVES:
-        from ledger.audit import check_leaves
+        from ledger.core.audit import check_leaves
 
         return check_leaves(items)
     raise ValueError(f"unknown job kind {kind}")
@@ -310,7 +310,7 @@ def _run(kind: int, items: list[Triple]) -> list[Any]:
 def _work(kind: int, items: list[Triple]) -> tuple[int, bytes]:
     """A batch checked in a worker: the answer's count and bytes (:func:`_decode`)."""
     if kind == LEAVES:
-        from ledger.audit import parse_leaves
+        from ledger.core.audit import parse_leaves
 
         return len(items), marshal.dumps(parse_leaves(items))
     bad = _run(kind, items)

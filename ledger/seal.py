@@ -25,9 +25,9 @@ this order of reasons (each a stable code in :data:`REASONS`):
                      size are the registered artefact's.
 
 On any failure the temporary file is deleted and :class:`PackageRejected` (a
-:class:`~ledger.errors.VerificationError`) is raised with ``reason`` set. A failure of
+:class:`~ledger.core.errors.VerificationError`) is raised with ``reason`` set. A failure of
 our own machine (the package cannot be read, the disk is full) is NOT a rejection: it
-raises :class:`~ledger.errors.InvalidInput` and the caller signs nothing.
+raises :class:`~ledger.core.errors.InvalidInput` and the caller signs nothing.
 
 Memory is constant: the hashing threads work on a small ring of 1 MiB buffers (see
 :class:`_Hashing`), age works on 64 KiB chunks, and the files are streamed.
@@ -49,7 +49,7 @@ from typing import Any, BinaryIO, Final, Protocol
 
 import pyrage  # type: ignore[import-untyped]  # no stubs: used through the few calls below
 
-from ledger.errors import InvalidInput, NotFound, VerificationError
+from ledger.core.errors import InvalidInput, NotFound, VerificationError
 from ledger.evidence import Digests, HashWorker
 from ledger.fsutil import fsync_dir
 

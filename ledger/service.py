@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import _sodium
-from ledger import events as ev
-from ledger.errors import Forbidden, InvalidInput, NotFound, RuleViolation
+from ledger.core import _sodium
+from ledger.core import events as ev
+from ledger.core.errors import Forbidden, InvalidInput, NotFound, RuleViolation
+from ledger.core.rules import RULES, may_access
+from ledger.core.vocab import STRONG_DIGESTS
 from ledger.evidence import Digests
-from ledger.rules import RULES, may_access
 from ledger.store.base import AppendResult, LedgerStore
-from ledger.vocab import STRONG_DIGESTS
 
 Clock = Callable[[], int]
 Random = Callable[[int], bytes]
@@ -188,7 +188,7 @@ class Custody:
                  transfer_id: str | None = None,
                  package: Mapping[str, Any] | None = None) -> AppendResult:
         """Dispatch an artefact. ``package``: the sealed package that travels (a
-        :class:`ledger.payloads.Package` dict: sha256, size, format, recipient, also_to,
+        :class:`ledger.core.payloads.Package` dict: sha256, size, format, recipient, also_to,
         digests of the plaintext)."""
         art = self.record("art/" + artefact, "artefact")
         self.record("org/" + to_org, "organisation")

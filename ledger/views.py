@@ -2,7 +2,7 @@
 
 ``verify`` never reads a verdict from the store's tables: it obtains the artefact's
 bundle (signed entries, inclusion proofs, state-map proofs) and checks it with the pure
-:func:`ledger.bundle.verify_bundle` against the pinned log key; the custody timeline is
+:func:`ledger.core.bundle.verify_bundle` against the pinned log key; the custody timeline is
 part of its result.
 """
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ledger.checkpoint import Checkpoint
-from ledger.errors import InvalidInput
+from ledger.core.checkpoint import Checkpoint
+from ledger.core.errors import InvalidInput
 from ledger.store.base import LedgerStore
 
 if TYPE_CHECKING:  # the verifier (and pydantic's payload models) only when verifying
-    from ledger.bundle import VerifyResult
+    from ledger.core.bundle import VerifyResult
 
 
 def verify(store: LedgerStore, *, log_key: str, sha256: str | None = None,
@@ -24,7 +24,7 @@ def verify(store: LedgerStore, *, log_key: str, sha256: str | None = None,
            expect: Checkpoint | None = None, witnesses: Sequence[str] = (),
            quorum: int = 0) -> VerifyResult:
     """Court verification: the store's bundle for the artefact (or for every registration
-    of ``sha256``) at ``size``, checked by :func:`ledger.bundle.verify_bundle` against the
+    of ``sha256``) at ``size``, checked by :func:`ledger.core.bundle.verify_bundle` against the
     pinned ``log_key`` — the ONE verification every client runs. Caches of the store
     that disagree with what is proven are added as ``cache`` faults (never authentic)."""
     if artefact_id is None and sha256 is None:
@@ -32,7 +32,7 @@ def verify(store: LedgerStore, *, log_key: str, sha256: str | None = None,
     # The digest goes along with a named artefact: a server lets a court or an auditor
     # that holds the bytes see any artefact proven to have been registered with them.
     bundle, cache_faults = store.bundle(artefact_id=artefact_id, sha256=sha256, size=size)
-    from ledger.bundle import verify_bundle
+    from ledger.core.bundle import verify_bundle
 
     result = verify_bundle(bundle, log_key=log_key, evidence_sha256=sha256,
                            witnesses=witnesses, quorum=quorum, expect=expect)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ledger.errors import InvalidInput, UpstreamError
+from ledger.core.errors import InvalidInput, UpstreamError
 
 MODULE = "github.com/hyperledger/fabric"
 #: Fabric's main branch of July 2021, just after v2.3.2: the only version the proxy serves

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import InvalidInput, NotFound
+from ledger.core.errors import InvalidInput, NotFound
 from ledger.fabric import wire
 from network import fabcli, nodes, procs
 from network.fabcli import StepFailed
@@ -206,7 +206,7 @@ def start_node(folder: Path | str, name: str, timeout: float = 60.0) -> None:
     try:
         fabcli.wait_listening(proc, [proc.ports["listen"]], time.monotonic() + timeout)
     except StepFailed as exc:
-        from ledger.errors import UpstreamError
+        from ledger.core.errors import UpstreamError
 
         raise UpstreamError(exc.sentence("starting the node failed")) from None
 

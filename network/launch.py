@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.errors import InvalidInput, LedgerError, UpstreamError
+from ledger.core.errors import InvalidInput, LedgerError, UpstreamError
 from ledger.fabric import wire
 from network import binaries, configtx, fabcli, nodes, package, procs
 from network.fabcli import StepFailed
@@ -70,7 +70,7 @@ def plural(count: int, noun: str) -> str:
 def parse_orgs(orgs: str | list[str] | tuple[str, ...]) -> list[str]:
     """``"de, NL"`` or ``["de", "NL"]`` -> ``["DE", "NL"]``; refuses unknown or repeated
     country codes."""
-    from ledger.vocab import COUNTRIES
+    from ledger.core.vocab import COUNTRIES
 
     items = orgs.split(",") if isinstance(orgs, str) else list(orgs)
     codes = [c.strip().upper() for c in items if c.strip()]
@@ -107,7 +107,7 @@ def load_profile(folder: Path | str) -> Profile:
     try:
         return Profile(folder, json.loads(path.read_text()))
     except FileNotFoundError:
-        from ledger.errors import NotFound
+        from ledger.core.errors import NotFound
 
         raise NotFound(f"no network in {folder} (no network.json)") from None
 

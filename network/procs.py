@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import UpstreamError
+from ledger.core.errors import UpstreamError
 
 PROCESSES = "processes.json"
 LOCK = ".network.lock"

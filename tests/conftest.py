@@ -26,9 +26,9 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import pytest
 from hypothesis import HealthCheck, settings
 
-from ledger import _sodium
+from ledger.core import _sodium
+from ledger.core.note import NoteSigner
 from ledger.evidence import Digests
-from ledger.note import NoteSigner
 from ledger.service import ActorKey
 
 settings.register_profile(
@@ -223,14 +223,14 @@ def clock() -> FakeClock:
 
 
 class PureLedger:
-    """Drives :func:`ledger.rules.apply` over a :class:`MemoryState` (no store, no I/O).
+    """Drives :func:`ledger.core.rules.apply` over a :class:`MemoryState` (no store, no I/O).
 
     ``submit`` signs and applies an event and commits its effects, as a store would;
     a refused event raises and commits nothing.
     """
 
     def __init__(self, origin: str = LOG_NAME, skew_ms: int = 300_000, start: int = T0) -> None:
-        from ledger.rules import MemoryState
+        from ledger.core.rules import MemoryState
 
         self.origin = origin
         self.skew_ms = skew_ms
@@ -242,7 +242,7 @@ class PureLedger:
     def sign(self, kind: str, actor: ActorKey, payload: dict[str, Any], *,
              prev: str | None = None, claimed_time: int | None = None,
              origin: str | None = None, nonce: str | None = None) -> Any:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         body = ev.Event(kind=kind, origin=origin or self.origin,
                         nonce=nonce or self.random(16).hex(),
@@ -251,7 +251,7 @@ class PureLedger:
         return ev.sign_event(body, actor.signer)
 
     def apply(self, signed: Any, ledger_time: int | None = None) -> Any:
-        from ledger.rules import Context, apply
+        from ledger.core.rules import Context, apply
 
         effects = apply(self.state, signed, Context(self.index, ledger_time or self.time))
         self.state.commit(effects)
@@ -272,7 +272,7 @@ class PureLedger:
     def genesis(self, admin: ActorKey, org: str = "bka", jurisdiction: str = "DE",
                 roles: tuple[str, ...] = ("admin", "examiner", "custodian", "prosecutor"),
                 **kw: Any) -> Any:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         payload = {"log_key": log_signer(self.origin).verifier_key, "skew_ms": self.skew_ms,
                    "rules": 2,
@@ -282,27 +282,27 @@ class PureLedger:
         return self.submit(ev.GENESIS, admin, payload, **kw)
 
     def org(self, admin: ActorKey, org: str, jurisdiction: str) -> Any:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         return self.submit(ev.ORG_REGISTER, admin,
                            {"id": org, "name": org.upper(), "jurisdiction": jurisdiction})
 
     def enrol(self, admin: ActorKey, actor: ActorKey, org: str, roles: list[str]) -> Any:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         return self.submit(ev.ACTOR_ENROL, admin, {
             "id": actor.actor_id, "org": org, "name": actor.actor_id, "roles": roles,
             "public_key": b64(actor.signer.public_key)})
 
     def case(self, admin: ActorKey, case: str, members: tuple[str, ...] = ()) -> None:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         self.submit(ev.CASE_OPEN, admin, {"id": case, "title": ""})
         for org in members:
             self.submit(ev.CASE_ADD_MEMBER, admin, {"case": case, "org": org})
 
     def legal_basis(self, actor: ActorKey, lb: str, issuing: str, executing: str, **kw: Any) -> Any:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         payload = {"id": lb, "instrument": "mlat", "reference": "REF-" + lb,
                    "issuing_state": issuing, "executing_state": executing,
@@ -311,7 +311,7 @@ class PureLedger:
 
     def register(self, actor: ActorKey, art: str, case: str, data: bytes = b"evidence",
                  **kw: Any) -> Any:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         d = digests_of(data)
         return self.submit(ev.ARTEFACT_REGISTER, actor, {
@@ -324,7 +324,7 @@ class PureLedger:
 
     def dispatch(self, actor: ActorKey, art: str, to_org: str, transfer: str,
                  legal_basis: str | None = None, **kw: Any) -> Any:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         return self.submit(ev.DISPATCH, actor,
                            self.dispatch_payload(art, to_org, transfer, legal_basis, **kw),
@@ -337,7 +337,7 @@ class PureLedger:
                 "recomputed": d.as_dict(), "reason": reason}
 
     def receive(self, actor: ActorKey, art: str, transfer: str, **kw: Any) -> Any:
-        from ledger import events as ev
+        from ledger.core import events as ev
 
         return self.submit(ev.RECEIPT, actor, self.receipt_payload(art, transfer, **kw),
                            prev=self.head(art))

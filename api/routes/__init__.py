@@ -1,5 +1,5 @@
 """HTTP routes. No SQL and no HTTPException here: routes parse, authorise through
-:mod:`api.policy`, call the store or the service, and let ledger exceptions through to
+:mod:`ledger.core.policy`, call the store or the service, and let ledger exceptions through to
 :mod:`api.problems`."""
 
 from __future__ import annotations

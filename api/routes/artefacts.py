@@ -39,19 +39,19 @@ from api.models import (
     VerifyOut,
     VerifyRequest,
 )
-from api.policy import VERIFY_BY_BYTES_ROLES, Caller, can_see_artefact, visible
 from api.routes import READ, WRITE, problems
 from api.routes.events import APPENDED
 from api.runtime import Runtime, Snapshot
 from api.writes import admit, append, json_answer, parse_signed, view, write
-from ledger import events as ev
 from ledger import views
-from ledger.bundle import VerifyResult
-from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
-from ledger.events import Entry
-from ledger.rules import StateView
+from ledger.core import events as ev
+from ledger.core.bundle import VerifyResult
+from ledger.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from ledger.core.events import Entry
+from ledger.core.policy import VERIFY_BY_BYTES_ROLES, Caller, can_see_artefact, visible
+from ledger.core.rules import StateView
+from ledger.core.vocab import CUSTODIAL_ROLES
 from ledger.store.base import AppendResult, LedgerStore, StoredEntry
-from ledger.vocab import CUSTODIAL_ROLES
 
 router = deps.router(tags=["artefacts"])
 ACCESS_HEADER = "X-Custody-Access-Event"
@@ -91,7 +91,7 @@ def history_entries(store: LedgerStore, artefact_id: str, after: int, limit: int
                     indices: list[int] | None = None
                     ) -> tuple[list[tuple[StoredEntry, Entry]], int | None]:
     """Entries about the artefact, for a caller who may see it: every event whose subject
-    is a visible artefact is visible (:func:`api.policy.can_see_event`), so no per-entry
+    is a visible artefact is visible (:func:`ledger.core.policy.can_see_event`), so no per-entry
     check is needed beyond "is this entry about this artefact" (a derived artefact naming
     this one as parent is about the derived one). One ``entries_at`` query per page."""
     todo = [i for i in (store.refs(artefact_id) if indices is None else indices) if i > after]

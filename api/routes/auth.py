@@ -16,8 +16,8 @@ from api.routes import problems
 from api.runtime import Runtime
 from api.security import client_address
 from api.tls import PEER_CERT, CertIdentity, certificate_identity
-from ledger import events as ev
-from ledger.errors import Forbidden, Unauthenticated
+from ledger.core import events as ev
+from ledger.core.errors import Forbidden, Unauthenticated
 from ledger.service import ActorKey, Custody
 
 router = deps.router(prefix="/v1/auth", tags=["auth"])

@@ -26,16 +26,16 @@ from api.models import (
     StatePage,
     StateRecord,
 )
-from api.policy import Caller, can_see_event, can_see_state, created_keys, visible
 from api.problems import problem_body
 from api.routes import READ, WRITE
 from api.runtime import Runtime
 from api.writes import admit, append, json_answer, parse_signed, receipt_response, view
-from ledger import events as ev
-from ledger.canonical import canonical
-from ledger.errors import Conflict, LedgerError, NotFound
-from ledger.events import Entry, SignedEvent
-from ledger.rules import StateView
+from ledger.core import events as ev
+from ledger.core.canonical import canonical
+from ledger.core.errors import Conflict, LedgerError, NotFound
+from ledger.core.events import Entry, SignedEvent
+from ledger.core.policy import Caller, can_see_event, can_see_state, created_keys, visible
+from ledger.core.rules import StateView
 from ledger.store.base import AppendResult
 
 router = deps.router(tags=["events"])

@@ -12,7 +12,7 @@ everything else to the app unchanged:
   inclusion proof for an index and size). The route computed it after validating the
   request; here only the bytes are looked up, after the caller's token and right to see
   the object have been checked against the log size read for this request, exactly as
-  the route does (:func:`api.deps.authorise`, :func:`api.policy.visible`).
+  the route does (:func:`api.deps.authorise`, :func:`ledger.core.policy.visible`).
 
 Both sit inside the body cap, the rate limits, CORS and the security headers, so those
 apply as before; the responses are the routes' own bytes. Anything unusual (a query
@@ -32,14 +32,14 @@ from fastapi.responses import Response
 
 from api import deps
 from api.models import SignedEventBody
-from api.policy import visible
 from api.problems import problem_response
 from api.routes.artefacts import HISTORY_DEFAULTS, history_key
 from api.routes.events import prepare_event, state_key
 from api.routes.log import inclusion_key
 from api.runtime import Runtime, Snapshot
 from api.writes import append, receipt_response
-from ledger.errors import LedgerError
+from ledger.core.errors import LedgerError
+from ledger.core.policy import visible
 
 Scope = dict[str, Any]
 

@@ -4,7 +4,7 @@ Checkpoints, the verifier key, roots and proofs carry only hashes and sizes, so 
 public: anyone (a court, a witness in another jurisdiction) can check consistency
 without an account. Entries carry event payloads (organisations, cases, digests), so
 reading them needs a token: the whole stream is auditor-only, a single entry is shown to
-whoever may see what it is about (:func:`api.policy.can_see_event`).
+whoever may see what it is about (:func:`ledger.core.policy.can_see_event`).
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ from api.models import (
     RootOut,
     VerifierKey,
 )
-from api.policy import Caller, can_see_event
 from api.routes import PUBLIC, READ, problems
 from api.runtime import Runtime
 from api.writes import view
-from ledger import merkle
-from ledger.checkpoint import verify_checkpoint
-from ledger.errors import Forbidden, LedgerError, NotFound
-from ledger.events import Entry
+from ledger.core import merkle
+from ledger.core.checkpoint import verify_checkpoint
+from ledger.core.errors import Forbidden, LedgerError, NotFound
+from ledger.core.events import Entry
+from ledger.core.policy import Caller, can_see_event
 from ledger.store.base import LedgerStore, StoredEntry
 
 router = deps.router(tags=["log"])

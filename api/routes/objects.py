@@ -14,12 +14,12 @@ from fastapi.responses import JSONResponse
 from api import deps
 from api.deps import CallerDep, RuntimeDep, StoreDep
 from api.models import AppendReceipt, IdStr, Limit, ObjectList, ObjectOut, SignedEventBody
-from api.policy import Caller, can_see_state, visible
 from api.routes import READ, WRITE
 from api.routes.events import APPENDED
 from api.writes import view, write
-from ledger import events as ev
-from ledger.errors import NotFound, VerificationError
+from ledger.core import events as ev
+from ledger.core.errors import NotFound, VerificationError
+from ledger.core.policy import Caller, can_see_state, visible
 from ledger.store.base import LedgerStore
 
 router = deps.router()

@@ -35,12 +35,12 @@ from api.deps import CallerDep, RuntimeDep
 from api.evidence_store import check_sha256
 from api.models import Hex64
 from api.package_store import PackageState, PackageStore, UploadResult
-from api.policy import Caller
 from api.routes import READ, problems
 from api.routes.artefacts import UPLOAD_BODY, _chunk_source
 from api.runtime import Runtime
-from ledger.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
-from ledger.vocab import CUSTODIAL_ROLES
+from ledger.core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from ledger.core.policy import Caller
+from ledger.core.vocab import CUSTODIAL_ROLES
 
 router = deps.router(tags=["packages"])
 #: Paths whose bodies this router streams itself (no small-body cap).

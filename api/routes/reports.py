@@ -22,8 +22,8 @@ from api.deps import CallerDep, RuntimeDep
 from api.models import IdStr
 from api.routes import READ
 from api.routes.artefacts import visible_target
-from ledger.bundle import verify_bundle
-from ledger.errors import NotFound
+from ledger.core.bundle import verify_bundle
+from ledger.core.errors import NotFound
 
 router = deps.router(tags=["court"])
 

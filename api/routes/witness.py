@@ -3,8 +3,8 @@
 A witness holds no account here: it checks consistency on its own machine from the
 public log endpoints, then posts its cosignature. These endpoints are public too. A
 posted line is stored only if it verifies, with the witness key it names, over the text
-of the server's own checkpoint of that size (:func:`ledger.witness.check_cosignature`);
-at most :data:`ledger.witness.MAX_WITNESSES` witnesses are kept per checkpoint.
+of the server's own checkpoint of that size (:func:`ledger.core.witness.check_cosignature`);
+at most :data:`ledger.core.witness.MAX_WITNESSES` witnesses are kept per checkpoint.
 Verifiers fetch a checkpoint with its cosignatures and demand a quorum of the witness
 keys THEY trust; the server's list of who cosigned is informative only.
 """
@@ -24,9 +24,9 @@ from api.models import (
     WitnessedCheckpoint,
 )
 from api.routes import PUBLIC, problems
-from ledger.errors import Forbidden, NotFound
+from ledger.core.errors import Forbidden, NotFound
+from ledger.core.witness import MAX_WITNESSES
 from ledger.store.base import LedgerStore
-from ledger.witness import MAX_WITNESSES
 
 router = deps.router(tags=["witness"])
 #: A decimal tree size as the path segment itself (``int`` would also take "1.0", "+1"

@@ -20,7 +20,7 @@ import typer
 
 from cli import context
 from cli.options import As, Json
-from ledger.errors import NotFound
+from ledger.core.errors import NotFound
 
 if TYPE_CHECKING:
     from ledger.store.base import LedgerStore
@@ -39,7 +39,7 @@ def _record(store: LedgerStore, prefix: str, ident: str, what: str) -> dict[str,
 
 def _description(store: LedgerStore, art: dict[str, Any]) -> str:
     """The description is in the signed registration event, not in the state record."""
-    from ledger import events as ev
+    from ledger.core import events as ev
 
     index = art.get("registered_at")
     if not isinstance(index, int):
@@ -171,7 +171,7 @@ def _caller_org(c: context.Ctx, store: LedgerStore, as_: str | None) -> str:
     if actor_id is None:
         local = home.local_actors()
         if len(local) != 1:
-            from ledger.errors import InvalidInput
+            from ledger.core.errors import InvalidInput
 
             raise InvalidInput("several local actors exist; choose one with --as ACTOR")
         actor_id = local[0]

@@ -1,5 +1,5 @@
 """``custody bundle export|verify``: the court's offline bundle (docs/bundle.md), and the
-one place where the CLI turns a :class:`~ledger.bundle.VerifyResult` into output."""
+one place where the CLI turns a :class:`~ledger.core.bundle.VerifyResult` into output."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import typer
 
 from cli import context
 from cli.witness_opts import Quorum, Witnesses, witness_policy
-from ledger.errors import InvalidInput, NotFound, VerificationError
+from ledger.core.errors import InvalidInput, NotFound, VerificationError
 
 if TYPE_CHECKING:
-    from ledger.bundle import Bundle, VerifyResult
-    from ledger.checkpoint import Checkpoint
+    from ledger.core.bundle import Bundle, VerifyResult
+    from ledger.core.checkpoint import Checkpoint
 
 app = typer.Typer(help="Offline court bundles: export one artefact's proofs to a file, "
                   "verify a bundle with no network and no ledger.", no_args_is_help=True)
@@ -67,8 +67,8 @@ def print_faults(result: VerifyResult) -> None:
 
 
 def _parse(note: str) -> Checkpoint:
-    from ledger.checkpoint import Checkpoint
-    from ledger.note import split_note
+    from ledger.core.checkpoint import Checkpoint
+    from ledger.core.note import split_note
 
     return Checkpoint.parse(split_note(note)[0])
 
@@ -117,7 +117,7 @@ def export(
     (signed entries), an inclusion proof for each, the state-map proofs of completeness,
     signer keys and cited legal bases, and the checkpoint with its witness cosignatures.
     The bundle is verified before it is written."""
-    from ledger.bundle import verify_bundle
+    from ledger.core.bundle import verify_bundle
 
     c = context.get(ctx).reading_as(as_)
     if out.exists() and not force:
@@ -169,7 +169,7 @@ def write_atomic_files(files: dict[Path, bytes]) -> None:
 
 
 def read_bundle(path: Path) -> Bundle:
-    from ledger.bundle import Bundle
+    from ledger.core.bundle import Bundle
 
     try:
         if not path.is_file():
@@ -203,7 +203,7 @@ def verify(
 ) -> None:
     """Verify a bundle offline: no network, no ledger. Exit 0 when authentic (or, without
     --evidence, when every proof verifies), 1 otherwise."""
-    from ledger.bundle import verify_bundle
+    from ledger.core.bundle import verify_bundle
 
     policy = witness_policy(witnesses, quorum)
     bundle = read_bundle(file)

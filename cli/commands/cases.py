@@ -11,9 +11,9 @@ import typer
 from cli import context
 from cli.commands.setup import check_country
 from cli.options import As, Json, check_choice
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
+from ledger.core.vocab import INSTRUMENTS
 from ledger.evidence import hash_file
-from ledger.vocab import INSTRUMENTS
 
 case_app = typer.Typer(help="Cases and their member organisations (joint investigation "
                        "teams).", no_args_is_help=True)

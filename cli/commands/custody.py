@@ -19,7 +19,7 @@ import typer
 from cli import context
 from cli.options import As, Json, check_choice
 from cli.witness_opts import Quorum, Witnesses
-from ledger.errors import (
+from ledger.core.errors import (
     Backpressure,
     InvalidInput,
     LedgerError,
@@ -28,7 +28,7 @@ from ledger.errors import (
     UpstreamError,
     VerificationError,
 )
-from ledger.vocab import ACCESS_ACTIONS, ARTEFACT_TYPES, STRONG_DIGESTS
+from ledger.core.vocab import ACCESS_ACTIONS, ARTEFACT_TYPES, STRONG_DIGESTS
 
 if TYPE_CHECKING:
     # Imported where used: this module is loaded for every verb (and its --help), and the
@@ -226,7 +226,7 @@ def _undo_unless_recorded(custody: Custody, key: str, ours: Callable[[dict[str, 
 
 def _current_key(custody: Custody, org: str, who: str) -> tuple[str, str]:
     """The key id and age recipient of ``org``'s current encryption key, from state."""
-    from ledger import events as ev
+    from ledger.core import events as ev
 
     rec = custody.store.state("orgkey/" + org) or {}
     key_id = rec.get("current")
@@ -452,7 +452,7 @@ def _rejected(ctx: typer.Context, json_: bool, custody: Custody, actor: ActorKey
               tr: dict[str, Any], art: dict[str, Any], digests: Digests, code: str,
               reason: str, seals: list[str], package_sha256: str | None) -> None:
     """Sign a rejection of the transfer (an integrity incident), report it, exit 1."""
-    from ledger import events as ev
+    from ledger.core import events as ev
 
     payload: dict[str, Any] = {
         "transfer": tr["id"], "artefact": tr["artefact"], "outcome": "rejected",
@@ -603,7 +603,7 @@ def _record_capability(c: context.Ctx, as_: str | None, result: Any, sha256: str
 
 def _relations(result: Any) -> dict[str, Any]:
     """The signed relations of an artefact's registration (parents, duplicate_of)."""
-    from ledger import events as ev
+    from ledger.core import events as ev
 
     for item in result.timeline:
         if item.kind == ev.ARTEFACT_REGISTER:

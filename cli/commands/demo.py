@@ -21,7 +21,7 @@ import typer
 
 from cli import context
 from cli.options import Json
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 DEMO_SIZE = 64 * 1024 * 1024
 

@@ -1,6 +1,6 @@
 """``custody export case-uco``: an artefact's (or a case's) custody as CASE/UCO JSON-LD.
 
-Everything written comes from verified court bundles (``ledger.bundle``) at the client's
+Everything written comes from verified court bundles (``ledger.core.bundle``) at the client's
 trusted checkpoint, exactly as ``custody bundle export`` obtains them; the mapping is
 ``ledger.court.case_uco`` and ``docs/case-uco.md``.
 """
@@ -19,11 +19,11 @@ from cli import context
 from cli.commands.bundle import checkpoint_for, write_atomic_files
 from cli.options import As
 from cli.witness_opts import Quorum, Witnesses
-from ledger.errors import Forbidden, InvalidInput, NotFound, VerificationError
+from ledger.core.errors import Forbidden, InvalidInput, NotFound, VerificationError
 
 if TYPE_CHECKING:
-    from ledger.bundle import Bundle, VerifyResult
-    from ledger.checkpoint import Checkpoint
+    from ledger.core.bundle import Bundle, VerifyResult
+    from ledger.core.checkpoint import Checkpoint
     from ledger.court.case_uco import CaseListing
 
 app = typer.Typer(help="Export proven custody data in standard formats for other tools.",
@@ -56,7 +56,7 @@ def generation_time_ms() -> int:
 
 def _verified(c: context.Ctx, artefact: str, cp: Checkpoint, keys: tuple[str, ...],
               need: int) -> tuple[Bundle, VerifyResult]:
-    from ledger.bundle import verify_bundle
+    from ledger.core.bundle import verify_bundle
 
     bundle, cache_faults = c.reader().bundle(artefact_id=artefact, size=cp.size)
     result = verify_bundle(bundle, log_key=c.loaded().pinned_log_key(), witnesses=keys,

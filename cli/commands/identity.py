@@ -18,8 +18,8 @@ from cli.commands.setup import (
     slug,
 )
 from cli.options import As, Json
-from ledger.errors import InvalidInput
-from ledger.vocab import ROLES
+from ledger.core.errors import InvalidInput
+from ledger.core.vocab import ROLES
 
 org_app = typer.Typer(help="Organisations: one agency in one jurisdiction.",
                       no_args_is_help=True)
@@ -202,7 +202,8 @@ def actor_enrol(
     """Enrol an actor and record their public key on the ledger. Without --public-key the
     key pair is created here, under the home (0600, encrypted with a passphrase unless
     --no-passphrase); with it, the private key stays on the actor's own machine."""
-    from ledger import _sodium, keys
+    from ledger import keys
+    from ledger.core import _sodium
 
     c = context.get(ctx)
     roles = parse_roles(role)

@@ -12,11 +12,11 @@ import typer
 from cli import context
 from cli.options import As, Json
 from cli.witness_opts import Quorum, Witnesses, WitnessPolicy, check_witnessed, witness_policy
-from ledger.errors import InvalidInput, LedgerError, NotFound, VerificationError
+from ledger.core.errors import InvalidInput, LedgerError, NotFound, VerificationError
 
 if TYPE_CHECKING:
 
-    from ledger.audit import AuditReport
+    from ledger.core.audit import AuditReport
 
 app = typer.Typer(help="Read the transparency log: checkpoints, entries and Merkle proofs "
                   "(RFC 6962, C2SP tlog-checkpoint).", no_args_is_help=True)
@@ -184,8 +184,8 @@ def audit(
 def _checkpoint_file(path: Path) -> str:
     """A checkpoint the user kept (``--checkpoint FILE``): a signed note, or one clear
     sentence (exit 2) — never an audit "failure" caused by a wrong file."""
-    from ledger.checkpoint import Checkpoint
-    from ledger.note import split_note
+    from ledger.core.checkpoint import Checkpoint
+    from ledger.core.note import split_note
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -218,7 +218,7 @@ def rebuild_state(ctx: typer.Context, json_: Json = False) -> None:
 
 def _advance_kept_checkpoint(c: context.Ctx, report: AuditReport) -> AuditReport:
     """After a passing audit, move the kept checkpoint to the ledger's latest one through
-    the client's trust rules (ledger/trust.py); a refusal fails the audit."""
+    the client's trust rules (ledger/core/trust.py); a refusal fails the audit."""
     if c.reader().latest_checkpoint() is None:
         return report
     try:
@@ -250,7 +250,7 @@ def _witnessed_checkpoint(ctx: typer.Context, policy: WitnessPolicy | None,
     _size, note = found
     log_key = c.loaded().pinned_log_key()
     if policy is None:
-        from ledger.checkpoint import verify_checkpoint
+        from ledger.core.checkpoint import verify_checkpoint
 
         verify_checkpoint(note, log_key)
     else:

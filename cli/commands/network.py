@@ -22,7 +22,7 @@ import typer
 
 from cli import context
 from cli.options import Json
-from ledger.errors import InvalidInput, NotFound
+from ledger.core.errors import InvalidInput, NotFound
 
 app = typer.Typer(help="Run a Hyperledger Fabric network of the consortium on this "
                   "machine: one peer per organisation (ISO country code), Raft orderers, "
@@ -172,9 +172,9 @@ def keys(
     if kind not in (None, "log", "witness"):
         raise InvalidInput(f"--kind {kind!r}: use log or witness")
     from ledger import keys as keyfiles
-    from ledger.checkpoint import cosignature_verifier_key
+    from ledger.core.checkpoint import cosignature_verifier_key
+    from ledger.core.note import verifier_key
     from ledger.fabric.store import load_profile
-    from ledger.note import verifier_key
 
     profile = load_profile(dir_)
     rows: dict[str, dict[str, str | None]] = {}

@@ -20,7 +20,7 @@ import typer
 
 from cli import context
 from cli.options import As, Json
-from ledger.errors import InvalidInput, NotFound, VerificationError
+from ledger.core.errors import InvalidInput, NotFound, VerificationError
 
 if TYPE_CHECKING:
     from ledger.store.base import LedgerStore
@@ -112,7 +112,7 @@ def upload(
 def _package_of(store: LedgerStore, transfer: str) -> dict[str, Any]:
     """The package of ``transfer`` as its record names it, checked against the signed
     dispatch the record says it comes from."""
-    from ledger import events as ev
+    from ledger.core import events as ev
 
     record = store.state("tr/" + transfer)
     if record is None:

@@ -18,10 +18,10 @@ import typer
 from cli import context
 from cli.commands.bundle import checkpoint_for, print_faults, read_bundle, write_atomic_files
 from cli.witness_opts import Quorum, Witnesses, witness_policy
-from ledger.errors import InvalidInput, LedgerError, NotFound
+from ledger.core.errors import InvalidInput, LedgerError, NotFound
 
 if TYPE_CHECKING:
-    from ledger.bundle import Bundle, VerifyResult
+    from ledger.core.bundle import Bundle, VerifyResult
 
 FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf"}
 
@@ -72,7 +72,7 @@ def report(
     and its witnesses, and an appendix with keys, proofs and the command to check it.
     Exit 0 when the verdict is authentic (or verified without --evidence), 1 otherwise
     (the report is still written and says why)."""
-    from ledger.bundle import verify_bundle
+    from ledger.core.bundle import verify_bundle
     from ledger.court import i18n
 
     i18n.check_language(lang)

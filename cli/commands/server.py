@@ -16,7 +16,7 @@ import typer
 from cli import context
 from cli.commands.setup import new_passphrase
 from cli.options import Json
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 
 def serve(
@@ -191,8 +191,9 @@ def join(
     'custody actor enrol … --public-key KEY'. For an https server with a private CA give
     --ca; for mutual TLS give --client-cert and --client-key. They are pinned in this home
     and used by every later command; there is never a fallback to plain HTTP."""
-    from ledger import _sodium, keys
-    from ledger.events import check_id
+    from ledger import keys
+    from ledger.core import _sodium
+    from ledger.core.events import check_id
     from ledger.store.remote import ClientTls, RemoteStore
 
     c = context.get(ctx)

@@ -13,9 +13,9 @@ import typer
 
 from cli import context
 from cli.options import Json
-from ledger.errors import InvalidInput, LedgerError
+from ledger.core.errors import InvalidInput, LedgerError
+from ledger.core.vocab import COUNTRIES, ROLES
 from ledger.home import Home, custody, open_store, passphrase_from_env
-from ledger.vocab import COUNTRIES, ROLES
 
 if TYPE_CHECKING:  # imported where used: other commands import this module's helpers
     from ledger.service import ActorKey, Custody
@@ -83,7 +83,7 @@ def create_org_key(home: Home, service: Custody, admin: ActorKey, org: str,
     refused; once enrolled, the previous current file is kept as ``ORG.OLDKEYID.key``
     (packages sealed to it can still be opened) and the new one becomes ``ORG.key``."""
     from ledger import keys
-    from ledger.events import org_key_id
+    from ledger.core.events import org_key_id
 
     identity, recipient = new_age_identity()
     key_id = org_key_id(recipient)
@@ -155,9 +155,10 @@ def init(
     encryption key for sealed packages, enrolled right after the genesis (its key id is
     printed). Keys are written under the home with mode 0600. With --network, the ledger
     lives on that Fabric network and the log key is the organisation node's."""
-    from ledger import _sodium, keys
-    from ledger.events import org_key_id
-    from ledger.note import check_name, verifier_key
+    from ledger import keys
+    from ledger.core import _sodium
+    from ledger.core.events import org_key_id
+    from ledger.core.note import check_name, verifier_key
     from ledger.service import ActorKey
 
     c = context.get(ctx)

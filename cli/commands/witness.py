@@ -7,7 +7,7 @@ The witness's directory (default ``HOME/witness``; ``--dir``) holds only its own
     DIR/evidence/*.note     log-signed checkpoints it refused (rollback, split view)
 
 ``run`` needs no account on the server: it reads the public log endpoints, checks
-consistency here (:func:`ledger.witness.decide`), saves its new state atomically, and
+consistency here (:func:`ledger.core.witness.decide`), saves its new state atomically, and
 only then publishes the cosignature. A refused checkpoint changes nothing and is not
 cosigned: exit 1 with one sentence naming both sizes and roots.
 """
@@ -28,13 +28,13 @@ import typer
 from cli import context
 from cli.commands.setup import new_passphrase
 from cli.options import Json
-from ledger.errors import CheckpointRefused, InvalidInput, NotFound
+from ledger.core.errors import CheckpointRefused, InvalidInput, NotFound
 from ledger.fsutil import fsync_dir
 
 if TYPE_CHECKING:
-    from ledger.checkpoint import Checkpoint
+    from ledger.core.checkpoint import Checkpoint
+    from ledger.core.witness import Cosigned
     from ledger.store.remote import RemoteStore
-    from ledger.witness import Cosigned
 
 app = typer.Typer(help="Witness a log run by another agency: check that each new checkpoint "
                   "extends the last one you cosigned, then publish a C2SP tlog-cosignature.",
@@ -64,8 +64,8 @@ def init(
     """Create this agency's witness key (Ed25519) and print its verifier key (type 0x04),
     which verifiers pass to --witness."""
     from ledger import keys
-    from ledger.note import check_name
-    from ledger.witness import witness_verifier_key
+    from ledger.core.note import check_name
+    from ledger.core.witness import witness_verifier_key
 
     check_name(name)
     folder = witness_dir(ctx, dir_)
@@ -134,8 +134,8 @@ def _keep_evidence(folder: Path, note: str, exc: CheckpointRefused, size: int, r
 
 
 def _parse(note: str) -> Checkpoint:
-    from ledger.checkpoint import Checkpoint
-    from ledger.note import split_note
+    from ledger.core.checkpoint import Checkpoint
+    from ledger.core.note import split_note
 
     text, _ = split_note(note)
     return Checkpoint.parse(text)
@@ -145,7 +145,7 @@ def _parse(note: str) -> Checkpoint:
 
 def _round(folder: Path, server: RemoteStore, origin: str, log_key: str, name: str,
            seed: bytes, vkey: str) -> tuple[Cosigned, str]:
-    from ledger.witness import decide
+    from ledger.core.witness import decide
 
     info = server.log_info()
     note = info.get("checkpoint")
@@ -191,9 +191,9 @@ def run_(
     last (RFC 9162 consistency proof), save the new state, and post the cosignature.
     A rollback or split view: exit 1, nothing saved or posted."""
     from ledger import keys
-    from ledger.note import NoteVerifier
+    from ledger.core.note import NoteVerifier
+    from ledger.core.witness import witness_verifier_key
     from ledger.store.remote import RemoteStore
-    from ledger.witness import witness_verifier_key
 
     c = context.get(ctx)
     url = server or c.server

@@ -1,7 +1,7 @@
 """CASE/UCO JSON-LD of verified court bundles (``custody export case-uco``).
 
 The graph says only what verified bundles prove: the timeline of each
-:class:`~ledger.bundle.VerifyResult`, the state-map values proven in ``bundle.maps`` and
+:class:`~ledger.core.bundle.VerifyResult`, the state-map values proven in ``bundle.maps`` and
 the payloads of the bundle's accepted leaves (each one's leaf hash is the one the
 verified timeline names). Nothing is read from the operator's tables. A case's list of
 artefacts is proven only when :func:`scan_case` recomputed the checkpoint's root from
@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import events as ev
-from ledger import merkle
-from ledger.bundle import Bundle, TimelineItem, VerifyResult, iso
-from ledger.errors import LedgerError, VerificationError
+from ledger.core import events as ev
+from ledger.core import merkle
+from ledger.core.bundle import Bundle, TimelineItem, VerifyResult, iso
+from ledger.core.errors import LedgerError, VerificationError
 
 #: The CASE release whose terms this module writes (and ``case_validate`` checks).
 CASE_VERSION = "1.5.0"

@@ -12,7 +12,7 @@ import gettext
 from functools import lru_cache
 from pathlib import Path
 
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 LANGUAGES = ("en", "de", "fr", "nl")
 HERE = Path(__file__).resolve().parent

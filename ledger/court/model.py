@@ -1,7 +1,7 @@
 """The court report's content, computed from a verified bundle and nothing else.
 
-:func:`build_report` takes a :class:`~ledger.bundle.Bundle` and the
-:class:`~ledger.bundle.VerifyResult` that :func:`~ledger.bundle.verify_bundle` gave for
+:func:`build_report` takes a :class:`~ledger.core.bundle.Bundle` and the
+:class:`~ledger.core.bundle.VerifyResult` that :func:`~ledger.core.bundle.verify_bundle` gave for
 it. Every step of the timeline is an entry the verification accepted (its leaf proven
 at its index, its signature checked, its place in the custody chain replayed); every
 name, organisation, country and legal basis is a state-map value proven against the
@@ -17,12 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger import events as ev
-from ledger.bundle import Bundle, Fault, VerifyResult
-from ledger.checkpoint import cosignature_timestamp
-from ledger.errors import LedgerError
-from ledger.note import split_note
-from ledger.vocab import STRONG_DIGESTS
+from ledger.core import events as ev
+from ledger.core.bundle import Bundle, Fault, VerifyResult
+from ledger.core.checkpoint import cosignature_timestamp
+from ledger.core.errors import LedgerError
+from ledger.core.note import split_note
+from ledger.core.vocab import STRONG_DIGESTS
 
 #: Timeline step kinds, in the words of the report's catalogue (``kind.<code>``).
 STEP_KINDS = {ev.ARTEFACT_REGISTER: "register", ev.DISPATCH: "dispatch",

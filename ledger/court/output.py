@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger.bundle import Bundle, VerifyResult
+from ledger.core.bundle import Bundle, VerifyResult
 
 
 @dataclass(frozen=True, slots=True)

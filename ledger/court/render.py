@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.core.errors import InvalidInput
 from ledger.court import i18n
 from ledger.court.model import Org, Report, Step, utc
-from ledger.errors import InvalidInput
 
 
 def N_(message: str) -> str:

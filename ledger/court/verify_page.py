@@ -2,7 +2,7 @@
 bundle (``custody-bundle/v1``, docs/bundle.md) in the browser, offline.
 
 The verifier (``assets/verify.js``: steps B1-B12, the same verdict and fault kinds as
-:func:`ledger.bundle.verify_bundle`), its styles and the vendored streaming SHA-256
+:func:`ledger.core.bundle.verify_bundle`), its styles and the vendored streaming SHA-256
 (``assets/vendor/noble-sha256.js``) are inlined; the page loads nothing, and its
 Content-Security-Policy allows only its own inline scripts and style (by hash) and no
 connection at all. A bundle may be embedded as a JSON data block; the court can still
@@ -27,8 +27,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from ledger.core.errors import InvalidInput
 from ledger.court.i18n import ASSETS, check_language, environment, translations
-from ledger.errors import InvalidInput
 
 DOMAIN = "verify"
 TEMPLATE = "verify.html.j2"

@@ -19,11 +19,12 @@ The classic flow, over the official protobuf bindings and ``grpcio``:
    occurrence of a tx_id decides: a copy ordered twice after an ambiguous broadcast
    (``DUPLICATE_TXID`` in a later block) is never reported again.
 
-Errors map onto :mod:`ledger.errors`: a chaincode refusal carrying
+Errors map onto :mod:`ledger.core.errors`: a chaincode refusal carrying
 :func:`ledger.fabric.wire.encode_error` is re-raised as that very exception; other
-failures become :class:`~ledger.errors.UpstreamError`, :class:`~ledger.errors.Backpressure`,
-a :class:`~ledger.errors.Conflict` (``mvcc-conflict``) or a
-:class:`~ledger.errors.RuleViolation` (``endorsement-policy``) — see :func:`validation_error`.
+failures become :class:`~ledger.core.errors.UpstreamError`,
+:class:`~ledger.core.errors.Backpressure`, a :class:`~ledger.core.errors.Conflict`
+(``mvcc-conflict``) or a :class:`~ledger.core.errors.RuleViolation`
+(``endorsement-policy``) — see :func:`validation_error`.
 
 Every signature (proposals, envelopes, seek requests) is ECDSA P-256 / SHA-256, DER,
 low-S: Fabric rejects high-S signatures.
@@ -60,7 +61,7 @@ from fabric_protos.orderer import ab_pb2_grpc as _ab_pb2_grpc
 from fabric_protos.peer import events_pb2_grpc as _events_pb2_grpc
 from fabric_protos.peer import peer_pb2_grpc as _peer_pb2_grpc
 
-from ledger import errors as er
+from ledger.core import errors as er
 from ledger.fabric import wire
 from ledger.fabric.blocks import ParsedBlock, parse_block, validation_code_name
 from ledger.fabric.protos import (

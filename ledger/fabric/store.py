@@ -2,7 +2,7 @@
 the RFC 6962 log from its own peer's blocks.
 
 Writes: :meth:`FabricStore.append` submits the signed event to the ``custody``
-chaincode (which applies the same rules, :func:`ledger.rules.apply`, over world state and
+chaincode (which applies the same rules, :func:`ledger.core.rules.apply`, over world state and
 sets the state-based endorsement policies), waits until the transaction is VALID in a
 block, then takes that block into the organisation's derived log and returns the
 receipt from it.
@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger import _sodium, keys
-from ledger.bundle import Bundle, Fault
-from ledger.canonical import canonical
-from ledger.checkpoint import Checkpoint, cosign, cosignature_verifier_key
-from ledger.errors import (
+from ledger import keys
+from ledger.core import _sodium
+from ledger.core.bundle import Bundle, Fault
+from ledger.core.canonical import canonical
+from ledger.core.checkpoint import Checkpoint, cosign, cosignature_verifier_key
+from ledger.core.errors import (
     Conflict,
     IntegrityFault,
     InvalidInput,
@@ -44,14 +45,14 @@ from ledger.errors import (
     NotFound,
     UpstreamError,
 )
-from ledger.events import SignedEvent
+from ledger.core.events import SignedEvent
+from ledger.core.note import NoteSigner, split_note
 from ledger.fabric import wire
-from ledger.note import NoteSigner, split_note
 from ledger.store.base import AppendResult, StoredEntry
 from ledger.store.sql import SqlStore
 
 if TYPE_CHECKING:
-    from ledger.audit import AuditReport
+    from ledger.core.audit import AuditReport
     from ledger.store.repair import Repair
 
 Clock = Callable[[], int]

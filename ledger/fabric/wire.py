@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from ledger import errors as er
+from ledger.core import errors as er
 
 CHANNEL = "custody"
 CHAINCODE = "custody"

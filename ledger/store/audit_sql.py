@@ -1,4 +1,4 @@
-"""Feed the pure :func:`ledger.audit.audit` straight from the SQL tables.
+"""Feed the pure :func:`ledger.core.audit.audit` straight from the SQL tables.
 
 Rows are read raw (with the driver's own cursor, inside SQLAlchemy's transaction), never
 through ``head.size`` or the store's caches, so a deleted, truncated or reordered row is
@@ -14,7 +14,7 @@ Entries and nodes are read in keyset pages, so memory stays that of the audit it
 
 Event signatures are checked in worker processes (:class:`ledger.parallel_verify.VerifyPool`,
 one per core) while this process reads, parses and replays; the report is the same as
-with one process (see ``ledger.audit``). SQLite's ``integrity_check`` runs in a thread
+with one process (see ``ledger.core.audit``). SQLite's ``integrity_check`` runs in a thread
 beside the audit (SQLite works without the GIL): its verdict still comes first.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from ledger.audit import AuditReport, NodeRow, Progress, audit
+from ledger.core.audit import AuditReport, NodeRow, Progress, audit
 from ledger.parallel_verify import VerifyPool, available_cores, idle_cores
 from ledger.store.sql import SqlStore, blob, damage_message, integrity_check
 
@@ -181,7 +181,7 @@ def audit_store(store: SqlStore, trusted_checkpoint: str | None = None,
                 log_verifier_key: str | None = None,
                 genesis_log_keys: Collection[str] | None = None,
                 workers: int | None = None) -> AuditReport:
-    """Audit the ledger in ``store`` (steps 1-9 of :mod:`ledger.audit`), all checks on.
+    """Audit the ledger in ``store`` (steps 1-9 of :mod:`ledger.core.audit`), all checks on.
 
     The log key is ``log_verifier_key`` when given (a client's pinned key), else the
     one recorded in the genesis entry; the genesis key must equal the given one. If the
@@ -241,7 +241,7 @@ def _audit(store: SqlStore, given: str | None, trusted_checkpoint: str | None,
             pool = None
             if workers > 1 and last is not None and int(last) + 1 >= PARALLEL_MIN:
                 pool = stack.enter_context(VerifyPool(workers, start_after=0))
-                pool.start(preload=("ledger.audit",))
+                pool.start(preload=("ledger.core.audit",))
             return audit(entry_rows(conn), _checkpoints(conn), log_verifier_key=given,
                          stored_nodes=_nodes(conn), state=_state(conn),
                          state_history=state_history_rows(conn), stored_map=map_node_rows(conn),

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger.bundle import Bundle, Fault
-from ledger.errors import LedgerError
-from ledger.events import SignedEvent
+from ledger.core.bundle import Bundle, Fault
+from ledger.core.errors import LedgerError
+from ledger.core.events import SignedEvent
 
 if TYPE_CHECKING:
-    from ledger.audit import AuditReport
+    from ledger.core.audit import AuditReport
     from ledger.store.repair import Repair
 
 
@@ -115,7 +115,7 @@ class LedgerStore(Protocol):
     def audit(self, *, trusted_checkpoint: str | None = None,
               log_verifier_key: str | None = None,
               progress: Callable[[int], None] | None = None) -> AuditReport:
-        """Re-verify from scratch everything this store can show (:mod:`ledger.audit`):
+        """Re-verify from scratch everything this store can show (:mod:`ledger.core.audit`):
         a SQL store its own tables (nodes and state included), a Fabric organisation the
         log it derived from the chain, a server's client what the server serves, replayed
         here against ``log_verifier_key`` (the client's pinned key)."""
@@ -124,10 +124,10 @@ class LedgerStore(Protocol):
     def rebuild_state(self, log_key: str) -> Repair:
         """Rewrite the state cache from the replayed log, only if the result gives the
         state-map root signed in the latest checkpoint. Only where the cache lives:
-        :class:`~ledger.errors.InvalidInput` elsewhere (a server's client, Fabric)."""
+        :class:`~ledger.core.errors.InvalidInput` elsewhere (a server's client, Fabric)."""
         ...
 
-    # ---- witness cosignatures (C2SP tlog-cosignature; ledger/witness.py) -----------
+    # ---- witness cosignatures (C2SP tlog-cosignature; ledger/core/witness.py) -----------
 
     def add_cosignature(self, size: int, witness_key: str, line: str) -> str:
         """Check and store a witness's cosignature line over the checkpoint of ``size``;

@@ -1,4 +1,4 @@
-"""Build a court bundle (``ledger.bundle``) from a SQL store at one checkpoint size.
+"""Build a court bundle (``ledger.core.bundle``) from a SQL store at one checkpoint size.
 
 The builder reads caches (the ``refs`` index) only as hints for WHERE to look; what it
 puts in the bundle are signed entries, inclusion proofs and state-map proofs that the
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ledger import events as ev
-from ledger import vmap
-from ledger.bundle import Bundle, BundleEntry, Fault
-from ledger.checkpoint import Checkpoint
-from ledger.errors import InvalidInput, NotFound
-from ledger.note import split_note
-from ledger.rules import subjects
+from ledger.core import events as ev
+from ledger.core import vmap
+from ledger.core.bundle import Bundle, BundleEntry, Fault
+from ledger.core.checkpoint import Checkpoint
+from ledger.core.errors import InvalidInput, NotFound
+from ledger.core.note import split_note
+from ledger.core.rules import subjects
 from ledger.store.base import StoredEntry
 
 #: Most entries one bundle carries (an artefact with more accesses needs paging).

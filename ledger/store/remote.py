@@ -3,7 +3,7 @@
 With it every use case in :mod:`ledger.service` runs unchanged against a server: events
 are built and signed where the private key lives (the client) and sent with
 ``POST /v1/events``; reads go to the authorised read endpoints. A problem+json answer is
-turned back into the SAME :mod:`ledger.errors` class the local store would raise (by its
+turned back into the SAME :mod:`ledger.core.errors` class the local store would raise (by its
 ``code``), so the CLI's exit codes are identical in both modes. Answers from the server
 are checked before use (threat T19): leaf bytes must hash to the stated leaf hash, hashes
 must be 32 bytes, sizes integers.
@@ -46,15 +46,15 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from ledger import errors as e
-from ledger import merkle
-from ledger.bundle import Bundle, Fault
-from ledger.events import SignedEvent
+from ledger.core import errors as e
+from ledger.core import merkle
+from ledger.core.bundle import Bundle, Fault
+from ledger.core.events import SignedEvent
 from ledger.fsutil import fsync_dir
 from ledger.store.base import AppendResult, StoredEntry
 
 if TYPE_CHECKING:
-    from ledger.audit import AuditReport
+    from ledger.core.audit import AuditReport
     from ledger.home import Home
     from ledger.service import ActorKey
     from ledger.store.repair import Repair
@@ -439,7 +439,7 @@ class RemoteStore:
 
     def bundle(self, *, artefact_id: str | None = None, sha256: str | None = None,
                size: int | None = None) -> tuple[Bundle, list[Fault]]:
-        """The server's court bundle; the CALLER verifies it (ledger.bundle) against its
+        """The server's court bundle; the CALLER verifies it (ledger.core.bundle) against its
         pinned log key — nothing the server says here is trusted."""
         params: dict[str, Any] = {k: v for k, v in (("artefact", artefact_id),
                                                     ("sha256", sha256)) if v}
@@ -470,7 +470,7 @@ class RemoteStore:
         ones: an edited server state is a ``state`` failure naming the key. A log that
         grows meanwhile is audited again (once) rather than reported as a false
         difference."""
-        from ledger.audit import audit as replay
+        from ledger.core.audit import audit as replay
 
         auditor = "auditor" in self.caller_roles()  # shown the whole state: all must match
 
@@ -569,7 +569,7 @@ class RemoteStore:
         """Download a package to ``dest`` through ``dest.part``: a part left by an
         interrupted download is continued (``Range: bytes=N-``). When complete its
         SHA-256 must be ``sha256``: then it is fsync'ed and renamed to ``dest``;
-        otherwise the part is deleted and :class:`~ledger.errors.VerificationError`
+        otherwise the part is deleted and :class:`~ledger.core.errors.VerificationError`
         raised. Returns ``{"sha256", "size", "path", "resumed_from"}``."""
         digest = _digest(sha256)
         final = Path(dest)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ledger import vmap
-from ledger.audit import replay
-from ledger.canonical import canonical
-from ledger.checkpoint import verify_checkpoint
-from ledger.errors import IntegrityFault, LedgerError
+from ledger.core import vmap
+from ledger.core.audit import replay
+from ledger.core.canonical import canonical
+from ledger.core.checkpoint import verify_checkpoint
+from ledger.core.errors import IntegrityFault, LedgerError
 from ledger.store import schema as t
 from ledger.store.audit_sql import entry_rows, map_node_rows, state_history_rows
 from ledger.store.sql import SqlStore

@@ -100,7 +100,7 @@ state_log = _clustered(
     Index("state_log_bucket", "bucket", "size"),
 )
 
-#: Append-only. Versioned state-map nodes (``ledger/vmap.py``): node (level, idx) as of
+#: Append-only. Versioned state-map nodes (``ledger/core/vmap.py``): node (level, idx) as of
 #: tree size N is the row with the largest ``size`` <= N; a missing node is empty.
 map_nodes = _tree_nodes("map_nodes_v", _key("level", SmallInteger), _key("idx", Integer),
                        _key("size", BigInteger))

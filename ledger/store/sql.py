@@ -32,11 +32,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ledger import merkle, vmap
-from ledger.bundle import Bundle, Fault
-from ledger.canonical import canonical
-from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
-from ledger.errors import (
+from ledger.core import merkle, vmap
+from ledger.core.bundle import Bundle, Fault
+from ledger.core.canonical import canonical
+from ledger.core.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from ledger.core.errors import (
     Backpressure,
     Conflict,
     IntegrityFault,
@@ -47,15 +47,15 @@ from ledger.errors import (
     StoreUnavailable,
     UpstreamError,
 )
-from ledger.events import Entry, SignedEvent
-from ledger.note import NoteSigner
-from ledger.rules import Context, Record, apply
+from ledger.core.events import Entry, SignedEvent
+from ledger.core.note import NoteSigner
+from ledger.core.rules import Context, Record, apply
 from ledger.store import schema as t
 from ledger.store.base import AppendResult, StoredEntry
 from ledger.store.sqlmap import Exec, MapCache, Sql, bucket_of, insert_sql, map_proof
 
 if TYPE_CHECKING:
-    from ledger.audit import AuditReport
+    from ledger.core.audit import AuditReport
     from ledger.store.repair import Repair
 
 Clock = Callable[[], int]
@@ -959,7 +959,7 @@ class SqlStore:
 
         Each event's key is guessed from the state before the batch (its signer's
         enrolled key); the rules still make every signature check themselves, in their
-        order, and :func:`ledger._sodium.known_results` answers a check from a worker's
+        order, and :func:`ledger.core._sodium.known_results` answers a check from a worker's
         result only for exactly the triple the worker checked (else, e.g. for a key
         enrolled earlier in the same batch, the check runs here). So the outcome of each
         event, refusals included, is the one of a serial check."""
@@ -967,7 +967,7 @@ class SqlStore:
         if pool is None:
             yield
             return
-        from ledger._sodium import known_results
+        from ledger.core._sodium import known_results
 
         triples: list[tuple[bytes, bytes, bytes]] = []
         keys: dict[str, bytes | None] = {}
@@ -1286,7 +1286,7 @@ class SqlStore:
         size, its FIRST line is kept and returned. NotFound for an unknown size;
         InvalidInput / VerificationError for a malformed or invalid cosignature, or when
         the checkpoint already carries ``MAX_WITNESSES`` witnesses."""
-        from ledger.witness import MAX_WITNESSES, check_cosignature
+        from ledger.core.witness import MAX_WITNESSES, check_cosignature
 
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise InvalidInput("a checkpoint size must be a non-negative integer")
@@ -1328,7 +1328,7 @@ class SqlStore:
 
     def cosigned_note(self, size: int) -> str:
         """The checkpoint of ``size`` with every stored cosignature line appended."""
-        from ledger.checkpoint import add_cosignature
+        from ledger.core.checkpoint import add_cosignature
 
         note = self._witness_note(size)
         for line in self.cosignatures(size).values():

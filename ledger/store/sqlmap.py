@@ -1,4 +1,4 @@
-"""The state map (``ledger.vmap``) on SQL: verified reads for the writer, versioned proofs.
+"""The state map (``ledger.core.vmap``) on SQL: verified reads for the writer, versioned proofs.
 
 The ``state`` table is a cache. Before the custody rules may read a record from it, the
 writer loads the record's whole bucket, hashes it and checks the path to the state-map
@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from ledger import vmap
-from ledger.errors import IntegrityFault, NotFound
+from ledger.core import vmap
+from ledger.core.errors import IntegrityFault, NotFound
 
 Record = dict[str, Any]
 
@@ -109,7 +109,7 @@ class Exec:
 
 @lru_cache(maxsize=1 << 17)
 def bucket_of(key: str) -> int:
-    """:func:`ledger.vmap.bucket_of`, remembered (the rules read the same keys often)."""
+    """:func:`ledger.core.vmap.bucket_of`, remembered (the rules read the same keys often)."""
     return vmap.bucket_of(key)
 
 
@@ -235,7 +235,7 @@ class MapCache:
 
     def bootstrap(self, x: Exec, size: int) -> None:
         """A ledger written before the state map existed: map the current state once."""
-        from ledger.canonical import canonical
+        from ledger.core.canonical import canonical
 
         writes = {str(k): _decode(str(k), str(v)) for k, v in x.all(_ALL_STATE)}
         for key in writes:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyrage  # type: ignore[import-untyped]
 
-from ledger import events as ev
+from ledger.core import events as ev
 from tests.api import world as w
 from tests.conftest import digests_of
 

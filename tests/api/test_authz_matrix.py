@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
 from api.auth import auth_message
-from ledger import events as ev
+from ledger.core import events as ev
 from ledger.store.sql import SqlStore
 from tests.api import world as w
 from tests.api.package_world import sealed_dispatch
@@ -275,8 +275,8 @@ class Requests:
     def witness(self, path: str) -> dict[str, Any]:
         """Witness routes: a fresh witness's cosignature over an early checkpoint (one
         size per route, so no checkpoint reaches the cap on witnesses)."""
-        from ledger.checkpoint import cosign
-        from ledger.witness import witness_verifier_key
+        from ledger.core.checkpoint import cosign
+        from ledger.core.witness import witness_verifier_key
 
         size = {"/v1/log/cosignatures": 1, "/v1/log/checkpoints/witnessed": 2}.get(path, 3)
         note = dict(self.store.checkpoints())[size]

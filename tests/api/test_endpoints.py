@@ -17,11 +17,11 @@ from api import problems
 from api.app import create_app
 from api.auth import auth_message
 from api.settings import Settings, check_sqlite_durability
-from ledger import errors as e
-from ledger import events as ev
 from ledger import keys
-from ledger.checkpoint import verify_checkpoint
-from ledger.merkle_verify import verify_consistency, verify_inclusion
+from ledger.core import errors as e
+from ledger.core import events as ev
+from ledger.core.checkpoint import verify_checkpoint
+from ledger.core.merkle_verify import verify_consistency, verify_inclusion
 from ledger.store.remote import to_exception
 from ledger.store.sql import SqlStore
 from tests.api import world as w

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.routes.fast import FastAppend
-from ledger import events as ev
+from ledger.core import events as ev
 from tests.api import world as w
 
 FAST = "application/json"

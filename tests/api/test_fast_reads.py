@@ -22,7 +22,7 @@ with warnings.catch_warnings():  # as tests/api/conftest.py
 
 from api.app import create_app
 from api.routes.fast import FastReads
-from ledger import events as ev
+from ledger.core import events as ev
 from ledger.store.sql import SqlStore
 from tests.api import world as w
 

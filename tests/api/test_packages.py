@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from api.package_store import PackageStore
 from api.settings import Settings
-from ledger.errors import Conflict, NotFound, VerificationError
+from ledger.core.errors import Conflict, NotFound, VerificationError
 from tests.api import world as w
 from tests.api.package_world import sealed_dispatch
 

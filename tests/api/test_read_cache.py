@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger import events as ev
+from ledger.core import events as ev
 from ledger.store.sql import SqlStore
 from tests.api import world as w
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger.bundle import Bundle, verify_bundle
+from ledger.core.bundle import Bundle, verify_bundle
 from tests.api import world as w
 
 

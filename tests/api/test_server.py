@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger import events as ev
-from ledger.checkpoint import verify_checkpoint
+from ledger.core import events as ev
+from ledger.core.checkpoint import verify_checkpoint
 from tests.api import server_proc
 from tests.api import world as w
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger import events as ev
-from ledger.checkpoint import verify_checkpoint
-from ledger.errors import Conflict, Forbidden, NotFound, RuleViolation
+from ledger.core import events as ev
+from ledger.core.checkpoint import verify_checkpoint
+from ledger.core.errors import Conflict, Forbidden, NotFound, RuleViolation
 from tests.api import world as w
 
 

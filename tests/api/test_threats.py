@@ -52,10 +52,10 @@ from hypothesis import strategies as st
 from api.app import create_app
 from api.evidence_store import EvidenceStore
 from api.routes.artefacts import ACCESS_HEADER
-from ledger import events as ev
-from ledger.canonical import canonical
-from ledger.errors import InvalidInput, LedgerError, NotFound
-from ledger.events import Entry
+from ledger.core import events as ev
+from ledger.core.canonical import canonical
+from ledger.core.errors import InvalidInput, LedgerError, NotFound
+from ledger.core.events import Entry
 from ledger.store import schema as t
 from ledger.store.audit_sql import audit_store
 from ledger.store.sql import SqlStore

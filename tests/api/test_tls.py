@@ -23,9 +23,9 @@ from api.security import Limits, SecurityConfig
 from api.server import check_exposure, uvicorn_config
 from api.settings import Settings
 from api.tls import TlsFiles, server_context
-from ledger import errors as e
-from ledger import events as ev
-from ledger.events import Entry
+from ledger.core import errors as e
+from ledger.core import events as ev
+from ledger.core.events import Entry
 from ledger.service import Custody
 from ledger.store.remote import ActorLogin, ClientTls, RemoteStore, check_transport
 from ledger.store.sql import SqlStore

@@ -12,11 +12,11 @@ import hashlib
 
 import pytest
 
-from ledger.checkpoint import cosign, verify_checkpoint, verify_cosignatures
-from ledger.errors import InvalidSignature, NotFound, VerificationError
+from ledger.core.checkpoint import cosign, verify_checkpoint, verify_cosignatures
+from ledger.core.errors import InvalidSignature, NotFound, VerificationError
+from ledger.core.witness import MAX_WITNESSES, verify_witnessed, witness_verifier_key
 from ledger.store.remote import RemoteStore
 from ledger.store.sql import SqlStore
-from ledger.witness import MAX_WITNESSES, verify_witnessed, witness_verifier_key
 from tests.api import world as w
 from tests.api.conftest import TestClient
 
@@ -212,7 +212,7 @@ def test_a_server_can_accept_only_its_configured_witnesses(grown: SqlStore) -> N
 
 def test_a_configured_witness_key_must_be_a_cosignature_key(grown: SqlStore) -> None:
     from api.app import create_app
-    from ledger.errors import InvalidInput
+    from ledger.core.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
         create_app(grown, witness_keys=[LOG_KEY])  # a log (0x01) key, not a witness key

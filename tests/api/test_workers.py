@@ -32,8 +32,8 @@ from api import challenges
 from api.auth import AUTH_DOMAIN
 from api.server import SETTINGS_ENV, settings_json, worker_settings
 from api.settings import Settings
-from ledger import events as ev
-from ledger.errors import InvalidInput, Unauthenticated
+from ledger.core import events as ev
+from ledger.core.errors import InvalidInput, Unauthenticated
 from ledger.store.sql import SqlStore
 from tests.api import server_proc
 from tests.api import world as w

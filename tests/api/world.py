@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 
-from ledger import _sodium
-from ledger import events as ev
-from ledger.canonical import canonical
+from ledger.core import _sodium
+from ledger.core import events as ev
+from ledger.core.canonical import canonical
+from ledger.core.note import NoteSigner
 from ledger.evidence import Digests
-from ledger.note import NoteSigner
 from ledger.service import ActorKey, Custody
 from ledger.store.base import LedgerStore
 from ledger.store.remote import ActorLogin, RemoteStore

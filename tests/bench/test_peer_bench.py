@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import peer
-from ledger.note import NoteSigner
+from ledger.core.note import NoteSigner
 
 
 def test_without_go_the_peer_benchmark_is_skipped(monkeypatch: pytest.MonkeyPatch,

@@ -387,7 +387,7 @@ def test_log_checkpoint_and_verifier_key(world: World) -> None:
     lines = note.split("\n")
     assert lines[0] == ORIGIN
     assert lines[1] == "14"
-    assert lines[3].startswith("custody-map/v1 ")  # the state-map root (ledger/vmap.py)
+    assert lines[3].startswith("custody-map/v1 ")  # the state-map root (ledger/core/vmap.py)
     assert lines[4] == ""
     assert lines[5].startswith(f"— {ORIGIN} ")
     assert note.endswith("\n")

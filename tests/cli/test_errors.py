@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import events as ev
-from ledger.errors import Conflict
+from ledger.core import events as ev
+from ledger.core.errors import Conflict
 from ledger.home import Home, custody, open_store
 from tests.cli.conftest import CASE, Cli, World, assert_error
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import events as ev
 from ledger import keys
+from ledger.core import events as ev
 from tests.cli.conftest import ORIGIN, Cli, World, assert_error
 
 PASS = "correct horse battery staple"

@@ -6,7 +6,7 @@ end. What is forbidden, and why it is reachable at all:
 
 * For ``custody --help`` and every ``custody COMMAND --help``: the store and its
   stack (``sqlalchemy``, ``alembic`` and its ``mako``, ``psycopg``, ``ledger.store``),
-  the payload models and rules (``pydantic``, ``ledger.payloads``, ``ledger.rules``,
+  the payload models and rules (``pydantic``, ``ledger.core.payloads``, ``ledger.core.rules``,
   ``ledger.service``), libsodium bindings and canonical JSON (``nacl``, ``rfc8785``),
   the API and its client (``fastapi``, ``starlette``, ``uvicorn``, ``httpx``), the court
   report (``jinja2``, ``babel``, ``weasyprint``), sealed packages (``pyrage``), Fabric
@@ -50,8 +50,8 @@ from cli.main import COMMANDS, app, main
 HEAVY = ("sqlalchemy", "alembic", "mako", "psycopg", "pydantic", "pydantic_core", "nacl",
          "rfc8785", "fastapi", "starlette", "uvicorn", "httpx", "jinja2", "babel",
          "weasyprint", "pyrage", "grpc", "google.protobuf", "cryptography", "rich.progress",
-         "ledger.store", "ledger.payloads", "ledger.rules", "ledger.service", "ledger.views",
-         "ledger.bundle", "api")
+         "ledger.store", "ledger.core.payloads", "ledger.core.rules", "ledger.service",
+         "ledger.views", "ledger.core.bundle", "api")
 
 #: The commands and sub-commands of ``custody`` when the lazy group replaced the eager
 #: registration (every one must still exist; new ones may be added).

@@ -1,7 +1,7 @@
 """Checkpoint trust through the CLI (issue #8 item 3, threat T4).
 
 The client's kept checkpoint (``HOME/checkpoints/latest``) only advances through
-``ledger.trust.update_trusted``: signed by the pinned log key and proven to extend the
+``ledger.core.trust.update_trusted``: signed by the pinned log key and proven to extend the
 kept one. Here an insider edits the SQLite ledger directly (append-only triggers dropped,
 checkpoints deleted and re-signed with the log key from the home), and a hostile server
 forges append receipts; every time the command exits 1 with one sentence and the kept
@@ -24,11 +24,11 @@ import httpx
 import pytest
 
 from cli import context
-from ledger import merkle
-from ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
-from ledger.errors import CheckpointRefused, VerificationError
+from ledger.core import merkle
+from ledger.core.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from ledger.core.errors import CheckpointRefused, VerificationError
+from ledger.core.note import NoteSigner
 from ledger.home import Home, now_ms
-from ledger.note import NoteSigner
 from tests.cli.conftest import ORIGIN, World, assert_error
 
 # ---- insider tools ---------------------------------------------------------------------

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from ledger.bundle import Bundle, verify_bundle
+from ledger.core.bundle import Bundle, verify_bundle
+from ledger.core.errors import VerificationError
 from ledger.court.case_uco import CaseListing, case_uco_graph, scan_case
-from ledger.errors import VerificationError
 from ledger.home import Home, open_store
 
 BIN = Path(sys.executable).parent

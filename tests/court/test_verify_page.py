@@ -2,7 +2,7 @@
 headless Chromium, opened from a file:// URL with no network.
 
 1. Its JavaScript verifier gives the verdict and the SET of fault kinds of
-   ``ledger.bundle.verify_bundle`` on every good bundle and every mutation of
+   ``ledger.core.bundle.verify_bundle`` on every good bundle and every mutation of
    tests/independent (plus what a hostile operator holding the log key can sign, and
    edge cases of numbers and parsing where Python's view of JSON matters).
 2. A court using the page (embedded bundle, evidence file, bundle files) sees the
@@ -30,13 +30,13 @@ import pytest
 from babel.messages.pofile import read_po
 from markupsafe import escape
 
-from ledger.bundle import Bundle, verify_bundle
-from ledger.checkpoint import add_cosignature, cosign
+from ledger.core.bundle import Bundle, verify_bundle
+from ledger.core.checkpoint import add_cosignature, cosign
+from ledger.core.errors import InvalidInput, VerificationError
+from ledger.core.note import NoteSigner
 from ledger.court.i18n import LANGUAGES, TEMPLATES, catalogue_path, translations
 from ledger.court.verify_page import DOMAIN, js_messages, render_verify_page
-from ledger.errors import InvalidInput, VerificationError
 from ledger.keys import load_seed
-from ledger.note import NoteSigner
 from tests.independent import test_independent_verifier as corpus
 from tests.independent.test_independent_verifier import (
     GOOD,

@@ -10,8 +10,8 @@ import pytest
 
 from api.app import create_app
 from api.settings import Settings
-from ledger.bundle import verify_bundle
-from ledger.errors import RuleViolation
+from ledger.core.bundle import verify_bundle
+from ledger.core.errors import RuleViolation
 from ledger.store.remote import ActorLogin, RemoteStore
 from tests.fabric.world import FabricWorld
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from ledger import _sodium
-from ledger import events as ev
-from ledger.canonical import parse
-from ledger.errors import RuleViolation
+from ledger.core import _sodium
+from ledger.core import events as ev
+from ledger.core.canonical import parse
+from ledger.core.errors import RuleViolation
 from ledger.fabric import wire
 from ledger.service import ActorKey
 from tests.conftest import actor_key, digests_of

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
-from ledger import errors as er
+from ledger.core import errors as er
 from ledger.fabric import wire
 from ledger.fabric.client import Endpoint, FabricClient
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from ledger import events as ev
-from ledger.bundle import verify_bundle
-from ledger.checkpoint import verify_checkpoint, verify_cosignatures
-from ledger.errors import Conflict, LedgerError, RuleViolation, UpstreamError
-from ledger.note import split_note
+from ledger.core import events as ev
+from ledger.core.bundle import verify_bundle
+from ledger.core.checkpoint import verify_checkpoint, verify_cosignatures
+from ledger.core.errors import Conflict, LedgerError, RuleViolation, UpstreamError
+from ledger.core.note import split_note
 from ledger.store.audit_sql import audit_store
 from ledger.store.sql import SqlStore
 from tests.conftest import digests_of

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 import network
-from ledger.errors import UpstreamError
+from ledger.core.errors import UpstreamError
 from ledger.fabric import wire
 from network import binaries, control, procs
 from network.msp import P256_N, first_bad_certificate, generate_org

@@ -25,14 +25,14 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from ledger import _sodium, merkle, vmap
-from ledger.canonical import canonical
-from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.errors import LedgerError
-from ledger.events import Entry
+from ledger.core import _sodium, merkle, vmap
+from ledger.core.canonical import canonical
+from ledger.core.checkpoint import Checkpoint, sign_checkpoint
+from ledger.core.errors import LedgerError
+from ledger.core.events import Entry
+from ledger.core.note import NoteSigner
+from ledger.core.rules import Context, MemoryState, apply
 from ledger.evidence import Digests
-from ledger.note import NoteSigner
-from ledger.rules import Context, MemoryState, apply
 from ledger.service import AccessDenied, ActorKey, Custody
 from ledger.store import schema as t
 from ledger.store.sql import SqlStore

@@ -1,2 +1,2 @@
 """An outsider's verifier of court bundles (docs/bundle.md), and the tests that make it and
-``ledger.bundle.verify_bundle`` agree on real and mutated bundles."""
+``ledger.core.bundle.verify_bundle`` agree on real and mutated bundles."""

@@ -1,4 +1,4 @@
-"""Two verifiers of ``custody-bundle/v1`` must agree: ``ledger.bundle.verify_bundle`` (the
+"""Two verifiers of ``custody-bundle/v1`` must agree: ``ledger.core.bundle.verify_bundle`` (the
 one the CLI and the API use) and ``tests.independent.verifier`` (written from
 docs/bundle.md alone, sharing no code with the ledger).
 
@@ -29,14 +29,14 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from ledger import events as ev
-from ledger import merkle, vmap
-from ledger.bundle import Bundle, verify_bundle
-from ledger.checkpoint import add_cosignature, cosign, cosignature_verifier_key
-from ledger.errors import VerificationError
+from ledger.core import events as ev
+from ledger.core import merkle, vmap
+from ledger.core.bundle import Bundle, verify_bundle
+from ledger.core.checkpoint import add_cosignature, cosign, cosignature_verifier_key
+from ledger.core.errors import VerificationError
+from ledger.core.note import NoteSigner, verifier_key
 from ledger.home import Home, open_store
 from ledger.keys import load_key, load_seed
-from ledger.note import NoteSigner, verifier_key
 from ledger.store.bundle_build import build_bundle
 from tests.independent import verifier as independent
 
@@ -567,7 +567,7 @@ def test_cli_rejects_mutations_with_the_same_verdict(demo: Demo, name: str,
 
 def test_quorum_without_witness_keys_is_a_witness_fault(demo: Demo) -> None:
     """A caller demanding a quorum with no witness keys must not get an unwitnessed
-    verdict (ledger/bundle.py used to skip B3 entirely when no keys were given)."""
+    verdict (ledger/core/bundle.py used to skip B3 entirely when no keys were given)."""
     case = replace(demo.witnessed(), witnesses=(), quorum=1)
     assert assert_agree(case) == ("fault", {"witness"})
 
@@ -751,7 +751,7 @@ def test_operator_signed_forged_event_is_a_signature_fault(demo: Demo) -> None:
 
 def test_operator_signed_malformed_payload_is_a_leaf_fault(demo: Demo) -> None:
     """A signed log may hold an entry the rules would never have accepted: a dispatch
-    without an artefact. Verification must name it, not crash (ledger/bundle.py raised
+    without an artefact. Verification must name it, not crash (ledger/core/bundle.py raised
     KeyError from rules.subjects)."""
     case = demo.case()
     _, leaf = _leaf_of(demo, "access.record", demo.arts["demo"])
@@ -765,7 +765,7 @@ def test_operator_signed_malformed_payload_is_a_leaf_fault(demo: Demo) -> None:
 
 def test_operator_signed_malformed_actor_record_is_a_key_fault(demo: Demo) -> None:
     """A signed actor record whose revocation index is not an integer: a ``key`` fault,
-    not a TypeError (ledger/bundle.py compared it with ``<=``)."""
+    not a TypeError (ledger/core/bundle.py compared it with ``<=``)."""
     case = demo.case()
     record = proof(case.obj, "actor/de-custodian")["value"]
     forge(demo, case.obj, changes={"actor/de-custodian": {**record, "revoked_at": "never"}})
@@ -777,7 +777,7 @@ def test_operator_signed_malformed_actor_record_is_a_key_fault(demo: Demo) -> No
 def test_operator_signed_malformed_legal_basis_record_is_a_legal_basis_fault(
         demo: Demo) -> None:
     """A signed legal-basis record whose ``recorded_at`` is not an index: the cited basis
-    is not proven (ledger/bundle.py used it as a dict key: TypeError)."""
+    is not proven (ledger/core/bundle.py used it as a dict key: TypeError)."""
     case = demo.case()
     lb = proof(case.obj, "lb/")
     forge(demo, case.obj, changes={lb["key"]: {**lb["value"],
@@ -811,7 +811,7 @@ def test_operator_and_examiner_re_registering_an_artefact_is_a_chain_fault(
     """A second registration of the same artefact id, with the digests of the tampered
     copy, signed by an enrolled examiner and put in the log by the operator (the rules
     refuse it: duplicate-id). The replay must not let it replace the registered digests:
-    ledger/bundle.py said ``authentic`` for the TAMPERED file."""
+    ledger/core/bundle.py said ``authentic`` for the TAMPERED file."""
     case = demo.case(evidence="tampered")
     index = len(demo.leaves)
     _, first = next((i, json.loads(x)) for i, x in enumerate(demo.leaves)
@@ -849,7 +849,7 @@ def test_operator_importing_an_event_signed_for_another_ledger_is_a_leaf_fault(
 
 def test_operator_signed_empty_digest_history_is_an_incomplete_fault(demo: Demo) -> None:
     """A signed ``hist/sha256/D`` that names no entry (n = 0) with no registration in the
-    bundle: ledger/bundle.py returned the verdict ``fault`` with NO fault named."""
+    bundle: ledger/core/bundle.py returned the verdict ``fault`` with NO fault named."""
     case = demo.case("sha256-demo", None)
     for e in [e for e in events(case.obj) if e["kind"] == "artefact.register"]:
         drop_entry(case.obj, e["pos"])

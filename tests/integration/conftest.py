@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ledger import events as ev
+from ledger.core import events as ev
+from ledger.core.note import NoteSigner
 from ledger.evidence import Digests
-from ledger.note import NoteSigner
 from ledger.service import ActorKey, Custody
 from ledger.store.sql import SqlStore
 from tests.conftest import LOG_NAME, CountingRandom, FakeClock, actor_key, digests_of, log_signer

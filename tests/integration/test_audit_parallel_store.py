@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from bench.audit import build
-from ledger import audit as audit_mod
-from ledger import events as ev
-from ledger import merkle
+from ledger.core import audit as audit_mod
+from ledger.core import events as ev
+from ledger.core import merkle
 from ledger.store import audit_sql
 from ledger.store.audit_sql import audit_store
 from ledger.store.schema import APPEND_ONLY

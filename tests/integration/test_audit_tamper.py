@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ledger import _sodium, merkle
-from ledger import events as ev
-from ledger.audit import AuditReport
-from ledger.checkpoint import verify_checkpoint
-from ledger.errors import RuleViolation
-from ledger.events import Entry
-from ledger.note import NoteSigner
+from ledger.core import _sodium, merkle
+from ledger.core import events as ev
+from ledger.core.audit import AuditReport
+from ledger.core.checkpoint import verify_checkpoint
+from ledger.core.errors import RuleViolation
+from ledger.core.events import Entry
+from ledger.core.note import NoteSigner
 from ledger.service import ActorKey, Custody
 from ledger.store import schema as t
 from ledger.store.audit_sql import audit_store

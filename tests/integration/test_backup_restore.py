@@ -130,7 +130,7 @@ def grow(home: Path, n: int) -> None:
 def bulk(home: Path, n: int, batch: int = 500) -> None:
     """``n`` more entries by group commits through the library (fast; the home's kept
     checkpoint does not move)."""
-    from ledger import events as ev
+    from ledger.core import events as ev
     from ledger.home import custody, open_store
 
     h = Home(home).load()
@@ -223,7 +223,7 @@ def spare_db(backend: str, new_db_url: Any) -> Any:
 
 APPENDER = r"""
 import sys, time
-from ledger import events as ev
+from ledger.core import events as ev
 from ledger.home import Home, custody, open_store
 from pathlib import Path
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger import events as ev
-from ledger import merkle
-from ledger.checkpoint import verify_checkpoint
-from ledger.errors import Conflict
+from ledger.core import events as ev
+from ledger.core import merkle
+from ledger.core.checkpoint import verify_checkpoint
+from ledger.core.errors import Conflict
 from ledger.service import Custody
 from ledger.store.base import AppendResult
 from ledger.store.sql import SqlStore

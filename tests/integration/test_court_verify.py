@@ -1,4 +1,4 @@
-"""Court verification (ledger.views.verify → ledger.bundle.verify_bundle) binds the leaf
+"""Court verification (ledger.views.verify → ledger.core.bundle.verify_bundle) binds the leaf
 BYTES and rests on proofs only: a verdict is never given on entries whose bytes differ
 from what the checkpoint commits to, even where the change is in a part of the leaf the
 signer did not sign, and never on a record of the state cache."""

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ledger import events as ev
-from ledger import merkle
-from ledger.checkpoint import verify_checkpoint
+from ledger.core import events as ev
+from ledger.core import merkle
+from ledger.core.checkpoint import verify_checkpoint
 from ledger.service import Custody
 from ledger.store import schema as t
 from ledger.store.sql import SqlStore

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger import events as ev
+from ledger.core import events as ev
 from ledger.service import Custody
 from ledger.store import sql as sqlstore
 from ledger.store.audit_sql import audit_store

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ledger import events as ev
-from ledger.errors import LedgerError, RuleViolation
+from ledger.core import events as ev
+from ledger.core.errors import LedgerError, RuleViolation
 from ledger.service import ActorKey
 from ledger.store import sql as sqlstore
 from ledger.store.audit_sql import audit_store

@@ -63,17 +63,18 @@ import pytest
 import sqlalchemy as sa
 
 from cli.main import run as cli_run
-from ledger import _sodium, keys, merkle, vmap
-from ledger import events as ev
-from ledger.canonical import canonical
-from ledger.checkpoint import Checkpoint, cosign, sign_checkpoint
-from ledger.events import Entry
+from ledger import keys
+from ledger.core import _sodium, merkle, vmap
+from ledger.core import events as ev
+from ledger.core.canonical import canonical
+from ledger.core.checkpoint import Checkpoint, cosign, sign_checkpoint
+from ledger.core.events import Entry
+from ledger.core.note import NoteSigner, SignatureLine, parse_signature_line, split_note
+from ledger.core.rules import advance_history, subjects
+from ledger.core.witness import witness_verifier_key
 from ledger.home import Home, now_ms
-from ledger.note import NoteSigner, SignatureLine, parse_signature_line, split_note
-from ledger.rules import advance_history, subjects
 from ledger.service import Custody
 from ledger.store.sql import SqlStore
-from ledger.witness import witness_verifier_key
 from tests.conftest import CountingRandom, PgDatabases, seed_of
 
 ROOT = Path(__file__).resolve().parents[2]

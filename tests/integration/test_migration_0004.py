@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
-from ledger.errors import LedgerError
+from ledger.core.errors import LedgerError
 from ledger.store.audit_sql import audit_store
 from ledger.store.schema import APPEND_ONLY
 from ledger.store.sql import MIGRATIONS, make_engine, migrate

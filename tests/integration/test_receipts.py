@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from ledger import events as ev
-from ledger import merkle
-from ledger.checkpoint import Checkpoint, verify_checkpoint
-from ledger.errors import LedgerError, NotFound, VerificationError
-from ledger.events import Entry
-from ledger.merkle_verify import verify_consistency, verify_inclusion
-from ledger.note import NoteSigner
+from ledger.core import events as ev
+from ledger.core import merkle
+from ledger.core.checkpoint import Checkpoint, verify_checkpoint
+from ledger.core.errors import LedgerError, NotFound, VerificationError
+from ledger.core.events import Entry
+from ledger.core.merkle_verify import verify_consistency, verify_inclusion
+from ledger.core.note import NoteSigner
 from ledger.service import AccessDenied
 from ledger.store.audit_sql import audit_store
 from ledger.store.base import AppendResult

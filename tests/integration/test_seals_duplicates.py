@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from ledger import events as ev
 from ledger import views
-from ledger.errors import NotFound, RuleViolation
+from ledger.core import events as ev
+from ledger.core.errors import NotFound, RuleViolation
 from ledger.store.audit_sql import audit_store
 from tests.conftest import digests_of
 from tests.integration.conftest import EVIDENCE, World

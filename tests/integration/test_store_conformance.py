@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ledger import events as ev
-from ledger import merkle, merkle_verify
-from ledger.checkpoint import verify_checkpoint
-from ledger.errors import (
+from ledger.core import events as ev
+from ledger.core import merkle, merkle_verify
+from ledger.core.checkpoint import verify_checkpoint
+from ledger.core.errors import (
     Conflict,
     InvalidSignature,
     LedgerError,

@@ -1,7 +1,7 @@
 """The state table is a cache: a record edited, inserted or deleted outside the log is
 refused by every reader that knows the log key and by the writer, naming the key
 (ledger/store/sqlmap.py), and the audit catches a signed map root that does not match
-the replayed state (ledger/audit.py, step 6)."""
+the replayed state (ledger/core/audit.py, step 6)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger import vmap
-from ledger.audit import audit
-from ledger.errors import IntegrityFault
+from ledger.core import vmap
+from ledger.core.audit import audit
+from ledger.core.errors import IntegrityFault
 from ledger.store.audit_sql import audit_store
 from ledger.store.sql import SqlStore
 from tests.helpers.ledger_builder import build_ledger, db_url, drop_triggers, execute
@@ -108,8 +108,8 @@ def test_readers_without_the_log_key_see_the_raw_cache(tmp_path: Path) -> None:
 def test_audit_refuses_a_signed_map_root_that_the_replay_does_not_give(tmp_path: Path) -> None:
     """An operator holding the log key signs a checkpoint whose state-map root is not the
     root of the replayed state: caught at that checkpoint."""
-    from ledger.checkpoint import Checkpoint, sign_checkpoint
-    from ledger.note import split_note
+    from ledger.core.checkpoint import Checkpoint, sign_checkpoint
+    from ledger.core.note import split_note
 
     built = build_ledger(tmp_path, artefacts=1)
     store = built.store
@@ -135,8 +135,8 @@ def test_a_ledger_from_before_the_state_map_is_mapped_on_its_next_append(
     once; from then on every checkpoint signs a root, the audit passes, and verdicts
     are proven complete."""
     from ledger import views
-    from ledger.checkpoint import Checkpoint, sign_checkpoint
-    from ledger.note import split_note
+    from ledger.core.checkpoint import Checkpoint, sign_checkpoint
+    from ledger.core.note import split_note
 
     built = build_ledger(tmp_path, artefacts=2)
     store = built.store

@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from ledger import keys
-from ledger.checkpoint import Checkpoint, verify_checkpoint
-from ledger.note import split_note
-from ledger.witness import verify_witnessed
+from ledger.core.checkpoint import Checkpoint, verify_checkpoint
+from ledger.core.note import split_note
+from ledger.core.witness import verify_witnessed
 from tests.integration.test_server_story import Res, custody, join, ok, serving
 
 ORIGIN = "hub.example/custody"

@@ -47,8 +47,8 @@ from typing import Any
 
 import httpx
 
-from ledger import events as ev
-from ledger.events import SignedEvent
+from ledger.core import events as ev
+from ledger.core.events import SignedEvent
 from ledger.service import Custody
 from tests.reliability import apiserver, pgcluster
 from tests.reliability import world as W

@@ -36,8 +36,8 @@ import pytest
 
 from api import problems
 from cli.errors import exit_code
-from ledger import errors as e
-from ledger import events as ev
+from ledger.core import errors as e
+from ledger.core import events as ev
 from ledger.service import Custody
 from ledger.store.remote import to_exception
 from ledger.store.sql import SqlStore

@@ -322,7 +322,7 @@ def test_api_write_on_a_full_disk(small_fs: Path) -> None:
         from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from ledger import events as ev
+    from ledger.core import events as ev
     from ledger.store.audit_sql import audit_store
     from ledger.store.sql import SqlStore
     from tests.api import world as w

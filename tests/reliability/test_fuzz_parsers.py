@@ -11,7 +11,7 @@ MUTATIONS of real, valid documents from a small ledger (a keyed value replaced b
 JSON, keys dropped or added, list items dropped or repeated, strings cut or bit-flipped,
 base64 and hex payloads mutated at the byte level, integers pushed to the edges, note
 lines repeated, dropped or swapped). The property: nothing but the ledger's own errors
-(:class:`ledger.errors.LedgerError` subclasses) ever comes out.
+(:class:`ledger.core.errors.LedgerError` subclasses) ever comes out.
 
 ``CUSTODY_FUZZ_EXAMPLES`` sets the examples per target (default 200); the recorded run
 in docs/reliability.md used 10,000.
@@ -33,10 +33,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import events as ev
-from ledger.bundle import Bundle, verify_bundle
-from ledger.canonical import parse
-from ledger.checkpoint import (
+from ledger.core import events as ev
+from ledger.core.bundle import Bundle, verify_bundle
+from ledger.core.canonical import parse
+from ledger.core.checkpoint import (
     Checkpoint,
     add_cosignature,
     cosign,
@@ -45,8 +45,8 @@ from ledger.checkpoint import (
     verify_checkpoint,
     verify_cosignatures,
 )
-from ledger.errors import LedgerError
-from ledger.note import NoteVerifier, open_note, parse_verifier_key, split_note
+from ledger.core.errors import LedgerError
+from ledger.core.note import NoteVerifier, open_note, parse_verifier_key, split_note
 from tests.conftest import seed_of
 from tests.reliability import world as W
 
@@ -111,7 +111,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeds]:
     assert result.verdict == "authentic", result
     wseed = seed_of("witness:" + WITNESS)
     line = cosign(note, WITNESS, wseed, 1_790_000_000)
-    from ledger import _sodium
+    from ledger.core import _sodium
 
     wkey = cosignature_verifier_key(WITNESS, _sodium.Signer(wseed).public_key)
     cosigned = add_cosignature(note, line)

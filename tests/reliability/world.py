@@ -13,9 +13,9 @@ import hashlib
 import os
 import time
 
-from ledger import _sodium
+from ledger.core import _sodium
+from ledger.core.note import NoteSigner
 from ledger.evidence import Digests
-from ledger.note import NoteSigner
 from ledger.service import ActorKey, Custody
 from ledger.store.base import LedgerStore
 from ledger.store.sql import SqlStore

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import events as ev
-from ledger import merkle
-from ledger.errors import Backpressure, LedgerError, UpstreamError
+from ledger.core import events as ev
+from ledger.core import merkle
+from ledger.core.errors import Backpressure, LedgerError, UpstreamError
 from ledger.service import Custody
 from ledger.store.base import AppendResult, LedgerStore
 from tests.reliability import world as W

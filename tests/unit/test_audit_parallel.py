@@ -17,16 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import _sodium, merkle, vmap
-from ledger import audit as audit_mod
-from ledger import events as ev
-from ledger.audit import AuditReport, BatchCheck, LeafItem, audit, check_leaves, replay
-from ledger.canonical import canonical
-from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.errors import InvalidInput
-from ledger.note import NoteSigner
+from ledger.core import _sodium, merkle, vmap
+from ledger.core import audit as audit_mod
+from ledger.core import events as ev
+from ledger.core.audit import AuditReport, BatchCheck, LeafItem, audit, check_leaves, replay
+from ledger.core.canonical import canonical
+from ledger.core.checkpoint import Checkpoint, sign_checkpoint
+from ledger.core.errors import InvalidInput
+from ledger.core.note import NoteSigner
+from ledger.core.rules import Context, MemoryState, apply
 from ledger.parallel_verify import VerifyPool
-from ledger.rules import Context, MemoryState, apply
 
 ORIGIN = "test.example/parallel"
 T0 = 1_790_000_000_000
@@ -126,7 +126,7 @@ def inline(items: Sequence[LeafItem]) -> Callable[[], Sequence[int]]:
 @pytest.fixture(scope="module")
 def pools() -> Iterator[dict[str, BatchCheck | None]]:
     one, two = VerifyPool(1, start_after=0), VerifyPool(2, start_after=0)
-    two.start(preload=("ledger.audit",))
+    two.start(preload=("ledger.core.audit",))
     assert two.wait_ready()
     yield {"none": None, "inline": inline, "one-worker": one.check_leaves,
            "two-workers": two.check_leaves}

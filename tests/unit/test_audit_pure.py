@@ -1,4 +1,4 @@
-"""The pure audit (ledger.audit) over synthetic logs: no database, no clock.
+"""The pure audit (ledger.core.audit) over synthetic logs: no database, no clock.
 
 Each test builds a small valid log in memory (signed events, leaves, checkpoints,
 Merkle nodes, replayed state), breaks exactly one thing, and checks that the audit
@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from ledger import _sodium, merkle
-from ledger import events as ev
-from ledger.audit import KINDS, AuditReport, audit
-from ledger.canonical import canonical
-from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.note import NoteSigner
-from ledger.rules import Context, MemoryState, apply
+from ledger.core import _sodium, merkle
+from ledger.core import events as ev
+from ledger.core.audit import KINDS, AuditReport, audit
+from ledger.core.canonical import canonical
+from ledger.core.checkpoint import Checkpoint, sign_checkpoint
+from ledger.core.note import NoteSigner
+from ledger.core.rules import Context, MemoryState, apply
 
 ORIGIN = "test.example/log"
 T0 = 1_790_000_000_000
@@ -425,7 +425,7 @@ def test_trusted_checkpoint_from_another_key_or_beyond_the_log() -> None:
 
 
 def test_packed_tree_serves_proofs_like_a_node_dict() -> None:
-    from ledger.audit import _Tree, _TreeMapping
+    from ledger.core.audit import _Tree, _TreeMapping
 
     tree = _Tree()
     hashes = [hashlib.sha256(bytes([i])).digest() for i in range(37)]

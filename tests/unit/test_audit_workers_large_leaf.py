@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 
-from ledger import _sodium, merkle
-from ledger import events as ev
-from ledger.audit import LEAF_HASH_OK, LEAF_OK, SIGNATURE_OK, check_leaves
+from ledger.core import _sodium, merkle
+from ledger.core import events as ev
+from ledger.core.audit import LEAF_HASH_OK, LEAF_OK, SIGNATURE_OK, check_leaves
 from ledger.parallel_verify import VerifyPool
 
 
@@ -29,7 +29,7 @@ def test_a_leaf_over_64_kib_is_checked_and_parsed_by_the_workers() -> None:
     want = [LEAF_HASH_OK | LEAF_OK | SIGNATURE_OK, 0, LEAF_HASH_OK]
     assert check_leaves(items) == want
     with VerifyPool(2, start_after=0) as pool:
-        pool.start(preload=("ledger.audit",))
+        pool.start(preload=("ledger.core.audit",))
         assert pool.wait_ready()
         got = pool.check_leaves(items)()
         assert pool.started == 2

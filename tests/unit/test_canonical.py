@@ -7,8 +7,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.canonical import canonical, parse
-from ledger.errors import InvalidInput
+from ledger.core.canonical import canonical, parse
+from ledger.core.errors import InvalidInput
 
 json_scalars = (st.none() | st.booleans()
                 | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)

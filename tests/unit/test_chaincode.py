@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 
 from chaincode import contract, policy, shim_fixes
-from ledger import events as ev
-from ledger.canonical import canonical, parse
-from ledger.errors import Conflict, InvalidInput, LedgerError, RuleViolation
+from ledger.core import events as ev
+from ledger.core.canonical import canonical, parse
+from ledger.core.errors import Conflict, InvalidInput, LedgerError, RuleViolation
+from ledger.core.rules import Effects
 from ledger.fabric import wire
-from ledger.rules import Effects
 from tests.conftest import PureLedger, actor_key, digests_of
 from tests.unit.test_rules import CASES, W
 
@@ -221,7 +221,7 @@ def test_the_chaincode_leaves_the_same_state_as_sqlite(tmp_path: Path) -> None:
     through the chaincode (ledger time = tx timestamp): same records, index aside."""
     import sqlalchemy as sa
 
-    from ledger.events import Entry
+    from ledger.core.events import Entry
     from ledger.store import schema as t
     from tests.helpers.ledger_builder import build_ledger, leaves
 
@@ -610,7 +610,7 @@ def test_concurrent_submits_over_the_real_shim_all_complete_with_their_event(
 
 
 def test_an_error_class_unknown_to_the_client_travels_as_its_nearest_base() -> None:
-    from ledger.errors import CheckpointRefused, VerificationError
+    from ledger.core.errors import CheckpointRefused, VerificationError
 
     message = contract._encode(CheckpointRefused("the checkpoint is not signed"))
     decoded = wire.decode_error(message)

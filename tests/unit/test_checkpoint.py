@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from ledger import _sodium
-from ledger.checkpoint import (
+from ledger.core import _sodium
+from ledger.core.checkpoint import (
     Checkpoint,
     add_cosignature,
     cosign,
@@ -18,9 +18,9 @@ from ledger.checkpoint import (
     verify_checkpoint,
     verify_cosignatures,
 )
-from ledger.errors import InvalidInput, InvalidSignature, VerificationError
-from ledger.merkle import leaf_hash
-from ledger.note import ALG_COSIGNATURE_V1, NoteSigner, parse_verifier_key, split_note
+from ledger.core.errors import InvalidInput, InvalidSignature, VerificationError
+from ledger.core.merkle import leaf_hash
+from ledger.core.note import ALG_COSIGNATURE_V1, NoteSigner, parse_verifier_key, split_note
 
 ORIGIN = "custody.example/ledger"
 LOG = NoteSigner(ORIGIN, b"\x01" * 32)

@@ -18,10 +18,10 @@ import nacl.signing
 import pytest
 import rfc8785
 
-from ledger import _sodium
-from ledger import events as ev
-from ledger.canonical import MAX_DEPTH, canonical, parse
-from ledger.errors import InvalidInput, InvalidSignature
+from ledger.core import _sodium
+from ledger.core import events as ev
+from ledger.core.canonical import MAX_DEPTH, canonical, parse
+from ledger.core.errors import InvalidInput, InvalidSignature
 
 KAT_SEED = bytes(range(32))
 KAT_PUBLIC = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
@@ -76,7 +76,7 @@ def test_known_answer_vector(kat: ev.SignedEvent) -> None:
 
 def test_known_answer_verifies_independently() -> None:
     """Rebuild the signed bytes from the wire-format description and verify with
-    PyNaCl directly, bypassing ledger._sodium and ledger.events."""
+    PyNaCl directly, bypassing ledger.core._sodium and ledger.core.events."""
     body = {"v": 1, "kind": "access.record", "origin": "kat.example/custody",
             "nonce": "00112233445566778899aabbccddeeff", "claimed_time": 1_790_000_000_000,
             "signer": "kat-actor", "key_id": KAT_KEY_ID, "prev": None,

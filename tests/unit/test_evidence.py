@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import evidence
-from ledger.errors import InvalidInput, NotFound, PayloadTooLarge
+from ledger.core.errors import InvalidInput, NotFound, PayloadTooLarge
 from ledger.evidence import Digests, digests_match, hash_file, hash_stream
 
 CHUNK = 64  # small chunk so that a few hundred bytes rotate through the whole ring

@@ -48,7 +48,7 @@ from fabric_protos.peer import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import errors as er
+from ledger.core import errors as er
 from ledger.fabric import blocks, wire
 from ledger.fabric.client import (
     P256_N,

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from ledger import events as ev
-from ledger.bundle import verify_bundle
-from ledger.checkpoint import verify_checkpoint, verify_cosignatures
-from ledger.errors import Conflict, IntegrityFault, RuleViolation
+from ledger.core import events as ev
+from ledger.core.bundle import verify_bundle
+from ledger.core.checkpoint import verify_checkpoint, verify_cosignatures
+from ledger.core.errors import Conflict, IntegrityFault, RuleViolation
+from ledger.core.rules import Context, MemoryState, apply
 from ledger.fabric import wire
 from ledger.fabric.store import FabricStore
-from ledger.rules import Context, MemoryState, apply
 from ledger.service import Custody
 from tests.conftest import CountingRandom, FakeClock, actor_key, digests_of
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import events as ev
+from ledger.core import events as ev
 from ledger.store.sql import leaf_bytes
 from tests.conftest import LOG_NAME, T0, actor_key
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from ledger import merkle as m
-from ledger.errors import InvalidInput, VerificationError
-from ledger.merkle_verify import (
+from ledger.core import merkle as m
+from ledger.core.errors import InvalidInput, VerificationError
+from ledger.core.merkle_verify import (
     expected_consistency_length,
     expected_inclusion_length,
     root_from_inclusion,

@@ -1,7 +1,7 @@
 """Property tests (Hypothesis) for the Merkle prover and the independent verifier.
 
 For every tree size n <= 300: every inclusion proof and every consistency proof built
-by :mod:`ledger.merkle` verifies with :mod:`ledger.merkle_verify` against
+by :mod:`ledger.core.merkle` verifies with :mod:`ledger.core.merkle_verify` against
 ``merkle.root`` of the leaves, and every mutation of a proof or of its claims is
 rejected (RFC 9162 §2.1.3.2 / §2.1.4.2; threat T15).
 
@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import merkle as m
-from ledger.errors import VerificationError
-from ledger.merkle_verify import verify_consistency, verify_inclusion
+from ledger.core import merkle as m
+from ledger.core.errors import VerificationError
+from ledger.core.merkle_verify import verify_consistency, verify_inclusion
 
 MAX_N = 300
 LEAVES = [m.leaf_hash(i.to_bytes(2, "big")) for i in range(MAX_N + 1)]

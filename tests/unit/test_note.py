@@ -10,8 +10,8 @@ import base64
 
 import pytest
 
-from ledger.errors import InvalidInput, InvalidSignature, VerificationError
-from ledger.note import (
+from ledger.core.errors import InvalidInput, InvalidSignature, VerificationError
+from ledger.core.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
     MAX_SIGNATURES,

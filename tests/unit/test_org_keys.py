@@ -11,9 +11,9 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from ledger import events as ev
 from ledger import keys
-from ledger.errors import InvalidInput, NotFound, Unauthenticated
+from ledger.core import events as ev
+from ledger.core.errors import InvalidInput, NotFound, Unauthenticated
 from ledger.home import Home
 
 PASS = b"correct horse battery staple"

@@ -1,5 +1,5 @@
 """Ed25519 checks over worker processes (ledger.parallel_verify) and the known-result
-hook of ledger._sodium: a forged signature is reported at exactly its position whatever
+hook of ledger.core._sodium: a forged signature is reported at exactly its position whatever
 the number of workers, and the answer is the same as one process's."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import _sodium
-from ledger.errors import InvalidSignature
+from ledger.core import _sodium
+from ledger.core.errors import InvalidSignature
 from ledger.parallel_verify import Triple, VerifyPool, available_cores, verify_all
 
 N = 3000
@@ -105,7 +105,7 @@ def test_a_worker_that_dies_is_replaced_by_checks_in_the_calling_process() -> No
 
 def test_until_the_workers_are_ready_batches_are_checked_here() -> None:
     with VerifyPool(2, start_after=0) as pool:
-        pool.start(preload=("ledger.audit",))
+        pool.start(preload=("ledger.core.audit",))
         early = pool.submit(_forge(VALID[:300], {7}))  # most likely before they are ready
         assert early() == [7]
         assert pool.wait_ready()
@@ -137,7 +137,7 @@ def test_verify_all_and_available_cores() -> None:
     assert verify_all([], workers=2) == []
 
 
-# ---- the known-result hook of ledger._sodium ------------------------------------------
+# ---- the known-result hook of ledger.core._sodium ------------------------------------------
 
 
 def test_known_results_answer_only_inside_the_block_and_only_when_they_know() -> None:

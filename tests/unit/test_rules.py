@@ -1,4 +1,4 @@
-"""Every rule code in ``ledger/rules.py`` refuses with exactly that code (pure, no DB).
+"""Every rule code in ``ledger/core/rules.py`` refuses with exactly that code (pure, no DB).
 
 ``CASES`` maps each rule code to a scenario that builds an event the rule must refuse.
 ``test_every_rule_code_has_a_case`` reads rules.py and fails when a code is added
@@ -19,13 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ledger.rules
-from ledger import events as ev
-from ledger.errors import Conflict, InvalidInput, RuleViolation
+import ledger.core.rules
+from ledger.core import events as ev
+from ledger.core.errors import Conflict, InvalidInput, RuleViolation
 from ledger.service import ActorKey
 from tests.conftest import PureLedger, actor_key, b64, digests_of
 
-RULES_SOURCE = Path(ledger.rules.__file__).read_text()
+RULES_SOURCE = Path(ledger.core.rules.__file__).read_text()
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 
 
@@ -492,7 +492,7 @@ def test_org_key_revoke_payload_needs_a_key_id(key_id: str) -> None:
 
 def test_org_keys_apply_without_history_as_on_fabric() -> None:
     """The chaincode applies events with ``Context(history=False)``: no ``hist/`` key."""
-    from ledger.rules import Context, apply
+    from ledger.core.rules import Context, apply
 
     w = W()
     signed = w.sign(ev.ORG_KEY, w.admin, {"org": "nfi", "recipient": recipient("n1")})

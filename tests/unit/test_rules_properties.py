@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from ledger import events as ev
-from ledger.errors import InvalidInput, RuleViolation
+from ledger.core import events as ev
+from ledger.core.errors import InvalidInput, RuleViolation
 from ledger.service import ActorKey
 from tests.conftest import PureLedger, actor_key
 

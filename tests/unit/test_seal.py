@@ -20,7 +20,7 @@ import pytest
 from pyrage import x25519
 
 from ledger import seal as seal_mod
-from ledger.errors import InvalidInput, NotFound, VerificationError
+from ledger.core.errors import InvalidInput, NotFound, VerificationError
 from ledger.evidence import Digests
 from ledger.seal import REASONS, PackageRejected, open_package, recipient_of, seal
 

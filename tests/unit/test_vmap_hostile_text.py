@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import vmap
-from ledger.errors import VerificationError
+from ledger.core import vmap
+from ledger.core.errors import VerificationError
 
 
 @pytest.mark.parametrize("line", ["custody-map/v1 é" + "A" * 43, "custody-map/v1 ÿÿÿÿ"])

@@ -1,4 +1,4 @@
-"""The witness's decision (ledger/witness.py): pure, with real Merkle trees and keys.
+"""The witness's decision (ledger/core/witness.py): pure, with real Merkle trees and keys.
 
 A witness cosigns a new checkpoint only if it verifies with the log key and extends the
 one it cosigned last; a smaller tree is a rollback, another root at the same size or a
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import merkle
-from ledger.checkpoint import (
+from ledger.core import merkle
+from ledger.core.checkpoint import (
     Checkpoint,
     add_cosignature,
     cosign,
@@ -21,9 +21,9 @@ from ledger.checkpoint import (
     sign_checkpoint,
     verify_cosignatures,
 )
-from ledger.errors import CheckpointRefused, InvalidInput, InvalidSignature, VerificationError
-from ledger.note import NoteSigner, split_note
-from ledger.witness import (
+from ledger.core.errors import CheckpointRefused, InvalidInput, InvalidSignature, VerificationError
+from ledger.core.note import NoteSigner, split_note
+from ledger.core.witness import (
     ROLLBACK,
     SPLIT_VIEW,
     check_cosignature,
@@ -238,8 +238,8 @@ def test_quorum_of_named_witnesses() -> None:
 
 
 def test_the_witness_core_does_no_io() -> None:
-    import ledger.witness
+    import ledger.core.witness
 
-    path = Path(ledger.witness.__file__)
+    path = Path(ledger.core.witness.__file__)
     assert not _hits(imported_modules(path), FORBIDDEN_IN_CORE)
     assert not FORBIDDEN_CALLS.search(path.read_text())

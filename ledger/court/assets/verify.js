@@ -2,8 +2,8 @@
  *
  * An offline verifier of custody-bundle/v1 court bundles (steps B1-B12 of
  * docs/bundle.md) that gives exactly the verdict and the set of fault kinds of the
- * reference verifier, ledger/bundle.py verify_bundle. Where docs/bundle.md is less
- * precise than the reference (the full payload schemas of ledger/payloads.py,
+ * reference verifier, ledger/core/bundle.py verify_bundle. Where docs/bundle.md is less
+ * precise than the reference (the full payload schemas of ledger/core/payloads.py,
  * Python's regular expressions, base64 and hex parsing), this follows the reference.
  *
  * Primitives: Ed25519 and SHA-256 from the browser's Web Crypto API; the evidence file
@@ -21,7 +21,7 @@
 (function (root) {
   'use strict';
 
-  // ---- constants (docs/bundle.md; ledger/events.py, payloads.py, vocab.py) -----------
+  // ---- constants (docs/bundle.md; ledger/core/events.py, payloads.py, vocab.py) -----------
 
   const FORMAT = 'custody-bundle/v1';
   const MAX_ENTRIES = 200000;
@@ -158,7 +158,7 @@
     return undefined;
   }
 
-  /** RFC 8785 (JCS) text of a value; throws Bad where Python's ledger.canonical refuses. */
+  /** RFC 8785 (JCS) text of a value; throws Bad where Python's ledger.core.canonical refuses. */
   function jcs(value) {
     if (value === null) return 'null';
     if (value === true) return 'true';
@@ -290,7 +290,7 @@
     }
     return out;
   }
-  /** ledger.note.b64decode_strict: valid and canonical base64. */
+  /** ledger.core.note.b64decode_strict: valid and canonical base64. */
   function b64canonical(s) {
     const raw = b64decode(s);
     if (b64encode(raw) !== s) bad('not canonical base64');
@@ -433,7 +433,7 @@
     return { key, value, others, path };
   }
 
-  /** B1 (ledger.bundle.Bundle.from_json): throws Malformed. */
+  /** B1 (ledger.core.bundle.Bundle.from_json): throws Malformed. */
   function parseBundle(obj) {
     if (!isObj(obj)) throw new Malformed('not a JSON object');
     if (!pyEq(get(obj, 'format'), FORMAT)) {
@@ -541,7 +541,7 @@
   const checkpointBody = (cp) => [cp.origin, String(cp.size), b64encode(cp.root),
     ...cp.extensions].map((l) => l + '\n').join('');
 
-  /** ledger.checkpoint.verify_checkpoint with the pinned log key. */
+  /** ledger.core.checkpoint.verify_checkpoint with the pinned log key. */
   async function verifyCheckpoint(note, logKey, checks) {
     const verifier = await parseVerifierKey(logKey, ALG_ED25519);
     const { text, sigs } = splitNote(note);
@@ -564,7 +564,7 @@
     return cp;
   }
 
-  /** ledger.checkpoint.verify_cosignatures: a quorum of distinct trusted witnesses. */
+  /** ledger.core.checkpoint.verify_cosignatures: a quorum of distinct trusted witnesses. */
   async function verifyCosignatures(note, witnessKeys, quorum, checks) {
     const table = new Map();
     const publicKeys = new Set();
@@ -605,7 +605,7 @@
     return valid;
   }
 
-  /** ledger.vmap.root_of: the state-map root of the checkpoint's extension lines. */
+  /** ledger.core.vmap.root_of: the state-map root of the checkpoint's extension lines. */
   function mapRootOf(extensions) {
     const found = extensions.filter((l) => l.startsWith(MAP_EXTENSION));
     if (!found.length) return null;
@@ -623,7 +623,7 @@
   const bitLength = (n) => (n === 0n ? 0 : n.toString(2).length);
   const popCount = (n) => Array.from(n.toString(2)).filter((c) => c === '1').length;
 
-  /** RFC 9162 §2.1.3.2 (ledger.merkle_verify.verify_inclusion). */
+  /** RFC 9162 §2.1.3.2 (ledger.core.merkle_verify.verify_inclusion). */
   async function verifyInclusion(leafHash, index, size, proof, rootHash) {
     for (const p of proof) if (p.length !== 32) bad('a proof element is not a 32-byte hash');
     const idx = BigInt(index);
@@ -667,7 +667,7 @@
   const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\n?$/;
   const isId = (v) => isStr(v) && ID_RE.test(v);
 
-  // ---- the payload schemas of ledger/payloads.py (pydantic, strict, extra=forbid) ----------
+  // ---- the payload schemas of ledger/core/payloads.py (pydantic, strict, extra=forbid) ----------
 
   const V = {
     id: isId,
@@ -761,7 +761,7 @@
   const EVENT_KEYS = ['v', 'kind', 'origin', 'nonce', 'claimed_time', 'signer', 'key_id',
     'prev', 'payload'];
 
-  /** ledger.events.Entry.from_leaf and ledger.payloads.validate; throws on any fault. */
+  /** ledger.core.events.Entry.from_leaf and ledger.core.payloads.validate; throws on any fault. */
   function parseLeaf(bytes) {
     const text = utf8Strict.decode(bytes);
     const obj = parseJSON(text);
@@ -805,7 +805,7 @@
     return sha256(new Uint8Array([3]), left, right);
   }
 
-  /** ledger.vmap.verify_map_proof. */
+  /** ledger.core.vmap.verify_map_proof. */
   async function verifyMapProof(mapRoot, proof) {
     if (proof.key.startsWith('nonce/')) {
       bad(`key ${JSON.stringify(proof.key)} is not covered by the state map`);

@@ -4,7 +4,7 @@
   batch that wrote it, bucket, canonical value). The state as of any checkpoint is the
   newest row per key with ``size`` <= the checkpoint size; map proofs at old
   checkpoints read it.
-* ``map_nodes``: versioned nodes of the state map (see ``ledger/vmap.py``), append-only:
+* ``map_nodes``: versioned nodes of the state map (see ``ledger/core/vmap.py``), append-only:
   the node (level, idx) as of tree size N is the row with the largest ``size`` <= N.
 * ``cosignatures``: witness cosignature lines (C2SP tlog-cosignature) per checkpoint
   size, append-only.

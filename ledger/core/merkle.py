@@ -1,6 +1,6 @@
 """RFC 6962 / RFC 9162 Merkle tree hashing and proof construction (the prover side).
 
-Pure functions over bytes. The verifier lives in :mod:`ledger.merkle_verify` and
+Pure functions over bytes. The verifier lives in :mod:`ledger.core.merkle_verify` and
 shares only :func:`leaf_hash` and :func:`node_hash` with this module, so a bug in
 proof construction cannot be hidden by the same bug in verification.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 HASH_SIZE = 32
 NodeId = tuple[int, int]

@@ -7,7 +7,7 @@ from typing import Any
 
 import rfc8785
 
-from ledger.errors import InvalidInput
+from ledger.core.errors import InvalidInput
 
 #: Refuse documents nested deeper than this (defence against deep-JSON attacks, T8).
 MAX_DEPTH = 32

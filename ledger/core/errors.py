@@ -17,7 +17,7 @@ exit codes (``cli/errors.py``). Nothing else invents error handling.
     ├── VerificationError            a proof, signature or digest failed    (CLI 1, HTTP 422)
     │   ├── InvalidSignature         an Ed25519 / note signature failed
     │   └── CheckpointRefused        a client refused a checkpoint (``kind``: unverified,
-    │                                kept-invalid, rollback, fork; ledger/trust.py)
+    │                                kept-invalid, rollback, fork; ledger/core/trust.py)
     ├── IntegrityFault               stored data is inconsistent (audit)    (CLI 1, HTTP 500)
     ├── Backpressure                 overloaded; retry later                (CLI 5, HTTP 503)
     │   ├── StorageFull              the disk holding the ledger is full    (CLI 5, HTTP 503)
@@ -90,7 +90,7 @@ class InvalidSignature(VerificationError):
 
 
 class CheckpointRefused(VerificationError):
-    """A client refused to trust a checkpoint (:func:`ledger.trust.update_trusted`).
+    """A client refused to trust a checkpoint (:func:`ledger.core.trust.update_trusted`).
 
     ``kind`` is a stable code: ``unverified`` (the new checkpoint is unsigned, foreign
     or badly signed), ``kept-invalid`` (the checkpoint the client kept no longer

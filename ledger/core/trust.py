@@ -6,11 +6,11 @@ truncated, rewritten or shown differently to different clients). One pure functi
 :func:`update_trusted`, decides; it does no I/O (the consistency proof comes from a
 callable the caller passes in) and uses no clock.
 
-Rules, in order (each refusal raises :class:`~ledger.errors.CheckpointRefused` with a
+Rules, in order (each refusal raises :class:`~ledger.core.errors.CheckpointRefused` with a
 stable ``kind`` and one sentence, and the kept checkpoint is never replaced):
 
 1. The new note must verify with the PINNED log key: an Ed25519 signature by that key
-   and an origin equal to the key's name (:func:`ledger.checkpoint.verify_checkpoint`;
+   and an origin equal to the key's name (:func:`ledger.core.checkpoint.verify_checkpoint`;
    signature lines of other keys, such as witness cosignatures, are ignored) — else
    ``unverified``.
 2. The kept note, when there is one, must verify the same way: the file may have been
@@ -26,7 +26,7 @@ stable ``kind`` and one sentence, and the kept checkpoint is never replaced):
    must be identical — else ``fork`` (the log key signed two different statements about
    the same tree: a split view). Identical texts keep the kept note unchanged.
 6. new size > kept size: the consistency proof ``consistency(kept.size, new.size)``
-   must verify (RFC 9162 §2.1.4.2, :mod:`ledger.merkle_verify`) from the kept root to
+   must verify (RFC 9162 §2.1.4.2, :mod:`ledger.core.merkle_verify`) from the kept root to
    the new root — else ``fork``. An error raised by the proof source itself (the server
    is unreachable, cannot serve the proof) is passed through unchanged: nothing is
    accepted without a verified proof.
@@ -41,10 +41,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ledger import merkle_verify
-from ledger.checkpoint import Checkpoint, verify_checkpoint
-from ledger.errors import CheckpointRefused, NotFound, VerificationError
-from ledger.note import NoteVerifier
+from ledger.core import merkle_verify
+from ledger.core.checkpoint import Checkpoint, verify_checkpoint
+from ledger.core.errors import CheckpointRefused, NotFound, VerificationError
+from ledger.core.note import NoteVerifier
 
 #: ``consistency(old_size, new_size)`` -> the RFC 9162 consistency proof hashes.
 Consistency = Callable[[int, int], Sequence[bytes]]
@@ -71,7 +71,7 @@ def update_trusted(kept: str | None, new: str, log_key: str, consistency: Consis
     """Decide whether checkpoint note ``new`` replaces the ``kept`` note (see the module
     docstring for the rules; ``older_ok`` only for an append receipt's checkpoint).
     Raises :class:`CheckpointRefused` on a refusal, and
-    :class:`~ledger.errors.InvalidInput` if ``log_key`` is not a verifier key."""
+    :class:`~ledger.core.errors.InvalidInput` if ``log_key`` is not a verifier key."""
     name = NoteVerifier.from_key(log_key).name
     cp = verify_or_refuse(
         new, log_key, "unverified",
@@ -114,7 +114,7 @@ def update_trusted(kept: str | None, new: str, log_key: str, consistency: Consis
 def verify_or_refuse(note: str, log_key: str, kind: str, refusal: str,
                      consequence: str) -> Checkpoint:
     """The checkpoint of ``note``, verified with the pinned ``log_key``
-    (:func:`ledger.checkpoint.verify_checkpoint`); otherwise :class:`CheckpointRefused` of
+    (:func:`ledger.core.checkpoint.verify_checkpoint`); otherwise :class:`CheckpointRefused` of
     ``kind`` (``unverified`` or ``kept-invalid``) with the message
     ``"{refusal} ({why it failed}){consequence}"``."""
     try:

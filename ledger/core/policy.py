@@ -1,7 +1,8 @@
 """Who may see what: role × organisation × jurisdiction × case membership.
 
-Pure functions over the ledger's world state (a ``StateView``); routes call them for
-every object and answer 404 when the caller may not see it, so existence does not leak.
+Pure functions over the ledger's world state (a ``StateView``), in the core next to
+:func:`ledger.core.rules.may_access`; the API's routes call them for every object and
+answer 404 when the caller may not see it, so existence does not leak.
 
 Rules (documented in ``docs/api.md``):
 
@@ -13,7 +14,7 @@ Rules (documented in ``docs/api.md``):
   enters only through organisations: an agency in another country sees a case exactly
   when it was added to it (a joint investigation team, a court's organisation).
 * An artefact is visible to its custodian organisation and the case's organisations
-  (:func:`ledger.rules.may_access`, the same policy the ledger applies to access events)
+  (:func:`ledger.core.rules.may_access`, the same policy the ledger applies to access events)
   and to the recipient organisation of its open dispatch (it must see what it receives).
 * A transfer is visible to its sending and receiving organisations and to whoever sees
   its artefact. A legal basis is visible to the recording organisation and to whoever
@@ -29,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import events as ev
-from ledger.rules import StateView, may_access
+from ledger.core import events as ev
+from ledger.core.rules import StateView, case_orgs, may_access
 
 Record = dict[str, Any]
 AUDITOR = "auditor"
@@ -64,12 +65,8 @@ class Caller:
         return AUDITOR in self.roles
 
 
-def _case_orgs(case: Record) -> set[str]:
-    return {case["lead_org"], *case.get("members", ())}
-
-
 def can_see_case(view: StateView, caller: Caller, case: Record) -> bool:
-    return caller.is_auditor or caller.org in _case_orgs(case)
+    return caller.is_auditor or caller.org in case_orgs(case)
 
 
 def can_see_artefact(view: StateView, caller: Caller, art: Record) -> bool:

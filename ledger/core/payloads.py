@@ -21,9 +21,9 @@ from pydantic import (
     field_validator,
 )
 
-from ledger import events as ev
-from ledger.errors import InvalidInput
-from ledger.vocab import (
+from ledger.core import events as ev
+from ledger.core.errors import InvalidInput
+from ledger.core.vocab import (
     ACCESS_ACTIONS,
     ARTEFACT_TYPES,
     COUNTRIES,
@@ -56,7 +56,7 @@ PublicKeyB64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")
 #: An age X25519 recipient: "age1" and 58 characters of the bech32 alphabet (lower case).
 AGE_RECIPIENT_RE = r"^age1[02-9ac-hj-np-z]{58}$"
 AgeRecipient = Annotated[str, StringConstraints(pattern=AGE_RECIPIENT_RE)]
-#: An organisation's encryption key id (:func:`ledger.events.org_key_id`).
+#: An organisation's encryption key id (:func:`ledger.core.events.org_key_id`).
 KeyId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 Role = Literal["examiner", "custodian", "prosecutor", "court", "auditor", "admin"]
 assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]  # noqa: S101
@@ -106,7 +106,7 @@ class Genesis(_Strict):
     skew_ms: Annotated[int, Field(ge=1000, le=86_400_000)]
     org: OrgInfo
     actor: ActorInfo
-    #: The rules version of the ledger (``ledger.rules.RULES``); absent in the first
+    #: The rules version of the ledger (``ledger.core.rules.RULES``); absent in the first
     #: release's genesis events, which are version 1.
     rules: Literal[1, 2] = 1
 

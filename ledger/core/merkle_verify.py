@@ -1,8 +1,8 @@
 """RFC 9162 Merkle proof verification (the verifier side).
 
-Deliberately independent of the prover in :mod:`ledger.merkle`: only the two hash
+Deliberately independent of the prover in :mod:`ledger.core.merkle`: only the two hash
 functions are shared. Every function returns ``None`` or raises
-:class:`~ledger.errors.VerificationError` naming what was wrong; there is no
+:class:`~ledger.core.errors.VerificationError` naming what was wrong; there is no
 "skip" switch. The numbered comments follow RFC 9162 §2.1.3.2 and §2.1.4.2.
 """
 
@@ -12,8 +12,8 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from ledger.errors import VerificationError
-from ledger.merkle import leaf_hash, node_hash
+from ledger.core.errors import VerificationError
+from ledger.core.merkle import leaf_hash, node_hash
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 9162 §2.1.1, restated on purpose

@@ -12,8 +12,8 @@ The numbered steps below are the same as in ``docs/verification.md``:
 2. **Leaf.** The stored ``leaf_hash`` is SHA-256(0x00 || leaf) (RFC 6962 §2.1); the leaf
    parses as canonical RFC 8785 JSON with ``leaf.index`` equal to the row index and
    ``leaf.ledger_time`` equal to the row's time — kind ``leaf``.
-3. **Event.** The event is replayed through :func:`ledger.rules.apply` on a fresh
-   :class:`~ledger.rules.MemoryState` (so its signature is checked against the
+3. **Event.** The event is replayed through :func:`ledger.core.rules.apply` on a fresh
+   :class:`~ledger.core.rules.MemoryState` (so its signature is checked against the
    signer's key as of that index, revocation included) and its effects committed.
    Rule ``signature`` → kind ``signature``; ``revoked-key`` / ``unknown-signer`` →
    ``key``; ``clock-skew`` → ``time``; any other refusal → ``rule``.
@@ -28,8 +28,8 @@ The numbered steps below are the same as in ``docs/verification.md``:
    column equals the note's size; the note verifies with the log key and names the
    genesis origin; its root equals the recomputed root at that size — kind
    ``checkpoint``. An RFC 9162 consistency proof between each successive pair is
-   generated from the recomputed tree and verified with :mod:`ledger.merkle_verify`
-   — kind ``consistency``; its state-map root (``ledger.vmap``) equals the root of
+   generated from the recomputed tree and verified with :mod:`ledger.core.merkle_verify`
+   — kind ``consistency``; its state-map root (``ledger.core.vmap``) equals the root of
    the replayed world state at that size — kind ``map`` (once a checkpoint carries a
    map root, every later one must).
 7. **Stored nodes** (when ``stored_nodes`` is given): every stored perfect subtree
@@ -60,7 +60,7 @@ sends back each valid leaf's parse with its code (:func:`parse_leaves`), and the
 is built from that parse without checking it again (:func:`_entry_of`). The replay
 itself is unchanged: an entry the workers found unparsable is parsed here again to
 report the exact error, and the rules still call the signature check in their own
-order, which :func:`ledger._sodium.known_results` answers from the batch only for
+order, which :func:`ledger.core._sodium.known_results` answers from the batch only for
 exactly the triple checked (else the check runs here). So the failure reported, its
 kind, index and detail, are the same whatever the workers do.
 
@@ -87,13 +87,13 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any, Final, Protocol, TypeVar
 
-from ledger import _sodium, merkle, merkle_verify, vmap
-from ledger import events as ev
-from ledger.canonical import MAX_DEPTH, canonical, parse
-from ledger.checkpoint import Checkpoint, verify_checkpoint
-from ledger.errors import InvalidInput, LedgerError, RuleViolation, VerificationError
-from ledger.events import Entry
-from ledger.rules import Context, MemoryState, Record, apply
+from ledger.core import _sodium, merkle, merkle_verify, vmap
+from ledger.core import events as ev
+from ledger.core.canonical import MAX_DEPTH, canonical, parse
+from ledger.core.checkpoint import Checkpoint, verify_checkpoint
+from ledger.core.errors import InvalidInput, LedgerError, RuleViolation, VerificationError
+from ledger.core.events import Entry
+from ledger.core.rules import Context, MemoryState, Record, apply
 
 #: Failure kinds (stable codes, listed in docs/verification.md).
 KINDS: Final = ("missing", "leaf", "signature", "key", "time", "rule", "checkpoint",
@@ -119,7 +119,7 @@ class EntryRow(Protocol):
 EntryLike = EntryRow | tuple[int, bytes, bytes, int]
 NodeRow = tuple[int, int, bytes]
 Progress = Callable[[int], None]
-#: ``(public key, message, signature)``, as :func:`ledger._sodium.verify` takes them.
+#: ``(public key, message, signature)``, as :func:`ledger.core._sodium.verify` takes them.
 Triple = tuple[bytes, bytes, bytes]
 #: One entry for :func:`check_leaves`: ``(leaf, stored leaf hash, the public key its
 #: signature is most likely checked with, or b"")``.
@@ -193,7 +193,7 @@ class _Tree:
     """Every perfect subtree hash of the replayed log, packed per level (32 bytes each).
 
     Behaves as the read-only ``{(level, index): hash}`` mapping the prover in
-    :mod:`ledger.merkle` expects. The replay only appends leaf hashes (level 0); the
+    :mod:`ledger.core.merkle` expects. The replay only appends leaf hashes (level 0); the
     levels above are hashed in bulk when first read (:attr:`levels`), one slice and one
     SHA-256 per node, instead of a frontier update per entry.
     """
@@ -292,7 +292,7 @@ def _safe_int(text: str) -> int:
     return value
 
 
-#: The stdlib encoder :func:`ledger.canonical.canonical` uses on its fast path, and a
+#: The stdlib encoder :func:`ledger.core.canonical.canonical` uses on its fast path, and a
 #: decoder that refuses (to the slow path) what that fast path would not take.
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"),
                                    allow_nan=False)
@@ -362,11 +362,11 @@ def _parse_leaf_obj(leaf: bytes) -> tuple[Entry, Any]:
 
     The usual leaf (ASCII, no float, integers within ±(2**53 - 1), fewer than
     ``MAX_DEPTH`` containers) is parsed by the C decoder and re-encoded by the C encoder:
-    for such values that encoder IS RFC 8785 (see :func:`ledger.canonical.canonical`),
+    for such values that encoder IS RFC 8785 (see :func:`ledger.core.canonical.canonical`),
     so byte equality proves the leaf canonical, and it also rules out duplicate keys (a
     duplicate does not survive the round trip). The event is then checked by
-    :meth:`ledger.events.Event.from_json` and its signature field as
-    :meth:`~ledger.events.SignedEvent.from_json` checks it; the signed event's canonical
+    :meth:`ledger.core.events.Event.from_json` and its signature field as
+    :meth:`~ledger.core.events.SignedEvent.from_json` checks it; the signed event's canonical
     form, which that method would encode again to prove it exists, is the part of the
     (canonical) leaf it was cut from. Anything else, or any doubt, goes to
     :meth:`Entry.from_leaf`, which then gives the exact error.
@@ -392,7 +392,7 @@ def _fast_signed(obj: Any, leaf: bytes, index: int, ledger_time: int) -> ev.Sign
     """``SignedEvent.from_json(obj)`` for the signed event of the canonical, ASCII ``leaf``
     (so it has an RFC 8785 form: no check of that is needed), with its encodings cut out
     of the leaf; None when that does not apply, or if in any doubt. Raises what
-    :meth:`ledger.events.Event.from_json` raises."""
+    :meth:`ledger.core.events.Event.from_json` raises."""
     if not _DICT_BUILT or type(obj) is not dict or obj.keys() != _SIGNED_KEYS:
         return None
     sig = obj["sig"]
@@ -546,7 +546,7 @@ _ENROLS: Final = (b'"kind":"' + ev.GENESIS.encode() + b'"',
 
 
 class _Map(vmap.MemoryMap):
-    """:class:`ledger.vmap.MemoryMap` with the same nodes and root, updated with fewer
+    """:class:`ledger.core.vmap.MemoryMap` with the same nodes and root, updated with fewer
     Python calls: a key's hash is computed once per write, and the changed paths are
     recomputed level by level, each level's nodes kept by index (``tiers``; ``nodes``
     gives them keyed by ``(level, index)``, as the original keeps them). It also keeps

@@ -1,7 +1,7 @@
 """The court bundle (``custody-bundle/v1``) and the ONE verification that gives a verdict.
 
 A verdict, a timeline and a custodian come only from signed log entries proven by
-RFC 6962 inclusion proofs, and state-map proofs (``ledger.vmap``), against a checkpoint
+RFC 6962 inclusion proofs, and state-map proofs (``ledger.core.vmap``), against a checkpoint
 signed by the pinned log key (and, on demand, cosigned by a quorum of witnesses). No
 table of the operator's is read here: the embedded CLI, the server client and
 ``custody bundle verify`` all build or fetch a :class:`Bundle` and call
@@ -22,14 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeGuard
 
-from ledger import events as ev
-from ledger import merkle, vmap
-from ledger import payloads as pl
-from ledger.checkpoint import Checkpoint, verify_checkpoint, verify_cosignatures
-from ledger.errors import InvalidInput, LedgerError, VerificationError
-from ledger.merkle_verify import verify_inclusion
-from ledger.rules import HISTORY_START, subjects
-from ledger.vocab import STRONG_DIGESTS
+from ledger.core import events as ev
+from ledger.core import merkle, vmap
+from ledger.core import payloads as pl
+from ledger.core.checkpoint import Checkpoint, verify_checkpoint, verify_cosignatures
+from ledger.core.errors import InvalidInput, LedgerError, VerificationError
+from ledger.core.merkle_verify import verify_inclusion
+from ledger.core.rules import HISTORY_START, subjects
+from ledger.core.vocab import STRONG_DIGESTS
 
 FORMAT = "custody-bundle/v1"
 MAX_ENTRIES = 200_000

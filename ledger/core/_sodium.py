@@ -1,6 +1,6 @@
 """The only module that calls PyNaCl's raw Ed25519 primitives.
 
-Everything else goes through :mod:`ledger.signing` (events) or :mod:`ledger.note`
+Everything else goes through :mod:`ledger.signing` (events) or :mod:`ledger.core.note`
 (C2SP signed notes). Keeping the primitive behind one door means one place to audit
 for misuse (RFC 8032, strict verification) and one place to swap the library.
 """
@@ -14,7 +14,7 @@ from contextvars import ContextVar
 import nacl.exceptions
 import nacl.signing
 
-from ledger.errors import InvalidInput, InvalidSignature
+from ledger.core.errors import InvalidInput, InvalidSignature
 
 PUBLIC_KEY_SIZE = 32
 SEED_SIZE = 32

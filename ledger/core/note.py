@@ -3,9 +3,9 @@
 A signed note is a text ending in a newline, a blank line, then one or more lines
 ``— <key name> base64(key ID || signature)``. Parsing is strict and fail-closed:
 any syntax error, a failed signature from a known key, or no verified signature
-from a known key raises :class:`~ledger.errors.VerificationError` (or its subclass
-:class:`~ledger.errors.InvalidSignature`). Ed25519 itself is done by
-:mod:`ledger._sodium`.
+from a known key raises :class:`~ledger.core.errors.VerificationError` (or its subclass
+:class:`~ledger.core.errors.InvalidSignature`). Ed25519 itself is done by
+:mod:`ledger.core._sodium`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger import _sodium
-from ledger.errors import InvalidInput, InvalidSignature, LedgerError, VerificationError
+from ledger.core import _sodium
+from ledger.core.errors import InvalidInput, InvalidSignature, LedgerError, VerificationError
 
 ALG_ED25519 = 0x01
 """Signature type of plain Ed25519 note signatures — signed-note §Signature types."""

@@ -1,6 +1,6 @@
 """Signed tree heads: C2SP tlog-checkpoint and tlog-cosignature (Ed25519, cosignature/v1).
 
-A checkpoint is a signed note (:mod:`ledger.note`) whose text is::
+A checkpoint is a signed note (:mod:`ledger.core.note`) whose text is::
 
     <origin>\\n<tree size in decimal>\\n<base64 root hash>\\n[extension lines\\n...]
 
@@ -18,9 +18,9 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger import _sodium
-from ledger.errors import InvalidInput, InvalidSignature, VerificationError
-from ledger.note import (
+from ledger.core import _sodium
+from ledger.core.errors import InvalidInput, InvalidSignature, VerificationError
+from ledger.core.note import (
     ALG_COSIGNATURE_V1,
     NoteSigner,
     NoteVerifier,

@@ -31,11 +31,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ledger import events as ev
-from ledger import merkle
-from ledger import payloads as pl
-from ledger.errors import Conflict, InvalidSignature, RuleViolation
-from ledger.vocab import CUSTODIAL_ROLES, DOMESTIC_ONLY_INSTRUMENTS, STRONG_DIGESTS
+from ledger.core import events as ev
+from ledger.core import merkle
+from ledger.core import payloads as pl
+from ledger.core.errors import Conflict, InvalidSignature, RuleViolation
+from ledger.core.vocab import CUSTODIAL_ROLES, DOMESTIC_ONLY_INSTRUMENTS, STRONG_DIGESTS
 
 Record = dict[str, Any]
 
@@ -321,7 +321,8 @@ def _case_open(view: StateView, signer: Record, e: ev.Event, p: pl.CaseOpen,
     return Effects({f"case/{p.id}": rec}, [p.id], {"case": p.id})
 
 
-def _case_orgs(case: Record) -> set[str]:
+def case_orgs(case: Record) -> set[str]:
+    """The organisations of a case: its lead and its members."""
     return {case["lead_org"], *case["members"]}
 
 
@@ -332,7 +333,7 @@ def _case_add_member(view: StateView, signer: Record, e: ev.Event, p: pl.CaseAdd
     if signer["org"] != case["lead_org"]:
         raise _refuse("case-lead", f"only the lead organisation {case['lead_org']} may add "
                       f"members to case {p.case}")
-    if p.org in _case_orgs(case):
+    if p.org in case_orgs(case):
         raise Conflict("duplicate-id", f"{p.org} is already a member of case {p.case}")
     rec = {**case, "members": [*case["members"], p.org]}
     return Effects({f"case/{p.case}": rec}, [p.case, p.org], {"case": p.case})
@@ -390,7 +391,7 @@ def _artefact_register(view: StateView, signer: Record, e: ev.Event, p: pl.Artef
     if view.get("art/" + p.id) is not None:
         raise Conflict("duplicate-id", f"artefact {p.id} already exists")
     case = _need(view, "case/" + p.case, "case")
-    if signer["org"] not in _case_orgs(case):
+    if signer["org"] not in case_orgs(case):
         raise _refuse("case-member", f"{signer['org']} is not a member of case {p.case}")
     for parent in p.parents:
         if _need(view, "art/" + parent, "parent artefact")["case"] != p.case:
@@ -575,7 +576,7 @@ def may_access(view: StateView, actor: Record, artefact_id: str) -> bool:
     if art is None:
         return False
     case = view.get("case/" + art["case"])
-    allowed = {art["custodian"], *(_case_orgs(case) if case else ())}
+    allowed = {art["custodian"], *(case_orgs(case) if case else ())}
     return bool(actor["status"] == "active" and actor["org"] in allowed)
 
 

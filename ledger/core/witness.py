@@ -14,12 +14,12 @@ Pure: no I/O, no clock. Time is an argument; fetching, posting and saving the st
 are the caller's (``cli/commands/witness.py``). The state is the log-signed note the
 witness cosigned last, with its own cosignature line appended (kept as evidence).
 
-Refusals are :class:`~ledger.errors.CheckpointRefused` (a VerificationError, exit 1 in
+Refusals are :class:`~ledger.core.errors.CheckpointRefused` (a VerificationError, exit 1 in
 the CLI) with a stable ``kind``: ``rollback`` (the log shows a smaller tree than the one
 already cosigned) or ``fork`` (a split view: same size with another root or text, or a
 consistency proof that fails); the message starts with "rollback:" or "split view:".
 A checkpoint that does not verify with the log key, or names another origin, is a plain
-:class:`~ledger.errors.VerificationError`.
+:class:`~ledger.core.errors.VerificationError`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger import _sodium
-from ledger.checkpoint import (
+from ledger.core import _sodium
+from ledger.core.checkpoint import (
     Checkpoint,
     add_cosignature,
     cosign,
@@ -36,9 +36,9 @@ from ledger.checkpoint import (
     verify_checkpoint,
     verify_cosignatures,
 )
-from ledger.errors import CheckpointRefused, InvalidInput, VerificationError
-from ledger.merkle_verify import verify_consistency
-from ledger.note import ALG_COSIGNATURE_V1, parse_signature_line, parse_verifier_key
+from ledger.core.errors import CheckpointRefused, InvalidInput, VerificationError
+from ledger.core.merkle_verify import verify_consistency
+from ledger.core.note import ALG_COSIGNATURE_V1, parse_signature_line, parse_verifier_key
 
 #: ``CheckpointRefused.kind`` of a smaller tree than the one cosigned last.
 ROLLBACK = "rollback"
@@ -46,7 +46,7 @@ ROLLBACK = "rollback"
 #: tree that does not extend the one cosigned last.
 SPLIT_VIEW = "fork"
 #: Most distinct witnesses a server keeps per checkpoint (a note carries at most 100
-#: signature lines, ``ledger.note.MAX_SIGNATURES``).
+#: signature lines, ``ledger.core.note.MAX_SIGNATURES``).
 MAX_WITNESSES = 32
 
 
@@ -85,13 +85,13 @@ def check_extends(last_note: str | None, log_key: str, new_note: str,
     """Check that ``new_note`` may be cosigned after ``last_note``; return both parsed.
 
     1. ``new_note`` verifies with ``log_key`` and names the key's origin
-       (:func:`~ledger.checkpoint.verify_checkpoint`), else VerificationError.
+       (:func:`~ledger.core.checkpoint.verify_checkpoint`), else VerificationError.
     2. Without a state (first round) nothing more is checked.
     3. The state verifies with the same key (a damaged state is refused, never reset).
     4. A smaller size is a ``rollback``; the same size with another root (or other
        extension lines) is a split view (``fork``); a larger size needs the RFC 9162
        consistency proof from the old size
-       (:func:`~ledger.merkle_verify.verify_consistency`), else ``fork``.
+       (:func:`~ledger.core.merkle_verify.verify_consistency`), else ``fork``.
     """
     new = verify_checkpoint(new_note, log_key)
     if last_note is None:

@@ -1,6 +1,6 @@
 """The state map: a Merkle commitment to the whole world state, signed in every checkpoint.
 
-The world state (``ledger.rules``) is a deterministic function of the log. Each
+The world state (``ledger.core.rules``) is a deterministic function of the log. Each
 checkpoint carries the root of a Merkle tree over it as an extension line
 ``custody-map/v1 <base64 root>``, so any single record — an artefact, an actor's key
 status, or the history accumulator that makes an artefact's event list provably
@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.canonical import canonical
-from ledger.errors import VerificationError
+from ledger.core.canonical import canonical
+from ledger.core.errors import VerificationError
 
 LEVELS = 16
 ZERO = bytes(32)

@@ -32,15 +32,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final
 
-from ledger import _sodium
-from ledger.canonical import canonical, parse
-from ledger.errors import InvalidInput, InvalidSignature
-from ledger.note import key_hash
+from ledger.core import _sodium
+from ledger.core.canonical import canonical, parse
+from ledger.core.errors import InvalidInput, InvalidSignature
+from ledger.core.note import key_hash
 
 SCHEMA_VERSION: Final = 1
 EVENT_DOMAIN: Final = b"custody-ledger/v1/event\n"
 
-#: Event kinds. Payload schemas live in :mod:`ledger.payloads`.
+#: Event kinds. Payload schemas live in :mod:`ledger.core.payloads`.
 GENESIS: Final = "ledger.genesis"
 ORG_REGISTER: Final = "org.register"
 ACTOR_ENROL: Final = "actor.enrol"
