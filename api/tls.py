@@ -115,7 +115,7 @@ def _protocols() -> tuple[type, type | None]:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class PeerCertH11Protocol(H11Protocol):
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override, unused-ignore]
             super().connection_made(transport)
             self.app_state = _peer_state(transport, self.app_state)
 
@@ -125,7 +125,7 @@ def _protocols() -> tuple[type, type | None]:
         return PeerCertH11Protocol, None
 
     class PeerCertHttpToolsProtocol(HttpToolsProtocol):
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override, unused-ignore]
             super().connection_made(transport)
             self.app_state = _peer_state(transport, self.app_state)
 
