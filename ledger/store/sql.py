@@ -710,27 +710,26 @@ class SqlStore:
         try:
             return self._transaction(
                 lambda x: self._append_locked(x, self._lock_head(x, batch), batch))
-        except (OperationalError, self._dbapi.OperationalError) as exc:
-            self._frontier = self._map = None
-            reason = getattr(exc, "orig", None) or exc
-            full = storage_full(exc, self.url) or \
-                store_unavailable(exc, self._where, appending=True)
-            if full is not None:
-                raise full from exc
-            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
-                raise Backpressure("the ledger is busy; retry shortly", 1.0) from exc
-            raise UpstreamError(f"database error while appending: {reason}") from exc
         except (DBAPIError, self._dbapi.Error) as exc:
             self._frontier = self._map = None
-            reason = getattr(exc, "orig", None) or exc
-            full = storage_full(exc, self.url) or \
-                store_unavailable(exc, self._where, appending=True)
-            if full is not None:
-                raise full from exc
-            raise UpstreamError(f"database error while appending: {reason}") from exc
+            raise self._append_failure(exc) from exc
         except BaseException:
             self._frontier = self._map = None
             raise
+
+    def _append_failure(self, exc: BaseException) -> LedgerError:
+        """What a database error during an append means for the caller: a full disk or
+        an unreachable server first, a busy SQLite as back-pressure, else upstream."""
+        known = storage_full(exc, self.url) or \
+            store_unavailable(exc, self._where, appending=True)
+        if known is not None:
+            return known
+        text = str(exc).lower()
+        if isinstance(exc, (OperationalError, self._dbapi.OperationalError)) \
+                and ("locked" in text or "busy" in text):
+            return Backpressure("the ledger is busy; retry shortly", 1.0)
+        reason = getattr(exc, "orig", None) or exc
+        return UpstreamError(f"database error while appending: {reason}")
 
     def _transaction(self, work: Callable[[Exec], _T]) -> _T:
         """Run ``work`` in one write transaction on a pooled connection's DBAPI cursor:

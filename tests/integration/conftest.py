@@ -141,6 +141,16 @@ def reopen_world(url: str, clock: FakeClock, template: World) -> World:
                                extra_stores=[])
 
 
+def copy_database(src_url: str, dst_url: str) -> None:
+    """Copy a SQLite ledger file (and its WAL) from one URL's path to another's."""
+    src, dst = sa.make_url(src_url).database, sa.make_url(dst_url).database
+    assert src
+    assert dst
+    for suffix in ("", "-wal"):
+        if os.path.exists(src + suffix):
+            shutil.copyfile(src + suffix, dst + suffix)
+
+
 @pytest.fixture(scope="session")
 def sqlite_world_template(tmp_path_factory: pytest.TempPathFactory) -> World:
     """SQLite: build the world once per session; each test copies the file (faster than
@@ -175,12 +185,7 @@ def world(backend: str, db_url: str, clock: FakeClock,
         return
     if backend == "sqlite":
         tpl: World = request.getfixturevalue("sqlite_world_template")
-        src, dst = sa.make_url(tpl.url).database, sa.make_url(db_url).database
-        assert src
-        assert dst
-        for suffix in ("", "-wal"):
-            if os.path.exists(src + suffix):
-                shutil.copyfile(src + suffix, dst + suffix)
+        copy_database(tpl.url, db_url)
         clock.now = tpl.clock.now
         w = reopen_world(db_url, clock, tpl)
     else:
@@ -230,12 +235,7 @@ def _remote_world(request: pytest.FixtureRequest, clock: FakeClock,
     from ledger.store.remote import ActorLogin, RemoteStore
 
     tpl: World = request.getfixturevalue("remote_world_template")
-    src, dst = sa.make_url(tpl.url).database, sa.make_url(url).database
-    assert src
-    assert dst
-    for suffix in ("", "-wal"):
-        if os.path.exists(src + suffix):
-            shutil.copyfile(src + suffix, dst + suffix)
+    copy_database(tpl.url, url)
     clock.now = tpl.clock.now
     served = reopen_world(url, clock, tpl)
     with TestClient(create_app(served.store, clock=clock)) as client:
