@@ -84,11 +84,11 @@ def serve(
     secret = os.environ.get("CUSTODY_TOKEN_SECRET")
     if secret:
         values["token_secret"] = secret
-    for name, given in (("tls_cert", tls_cert), ("tls_key", tls_key),
-                        ("tls_client_ca", client_ca)):
+    for name, option, given in (("tls_cert", "--tls-cert", tls_cert),
+                                ("tls_key", "--tls-key", tls_key),
+                                ("tls_client_ca", "--client-ca", client_ca)):
         if given is not None:
-            values[name] = _readable(given, "--" + name.replace("tls_client_ca", "client-ca")
-                                     .replace("_", "-"))
+            values[name] = _readable(given, option)
     if security_actor:
         key_path = home.actor_key_path(security_actor)
         if not key_path.is_file():

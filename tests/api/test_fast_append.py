@@ -29,20 +29,9 @@ PER_EVENT = {"index", "leaf_hash", "event_id", "ledger_time", "checkpoint"}
 @pytest.fixture
 def routed(app: FastAPI, client: TestClient) -> Iterator[list[str]]:
     """Paths of the requests that reached the app behind the fast path (the route)."""
-    stack: Any = app.middleware_stack
-    while not isinstance(stack, FastAppend):
-        stack = stack.app
-    seen: list[str] = []
-    inner = stack.app
-
-    async def spy(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            seen.append(scope["path"])
-        await inner(scope, receive, send)
-
-    stack.app = spy
+    seen, remove = w.spy_behind(app, FastAppend)
     yield seen
-    stack.app = inner
+    remove()
 
 
 def _access(actor: str, artefact: str = "art-1", outcome: str = "success") -> ev.SignedEvent:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -48,19 +47,7 @@ def world(pair: tuple[TestClient, TestClient]) -> w.World:
 def routed(pair: tuple[TestClient, TestClient]) -> list[str]:
     """Paths of the requests the fast app's lane handed to its routes."""
     fast, _slow = pair
-    stack: Any = fast.app.middleware_stack  # type: ignore[attr-defined]
-    while not isinstance(stack, FastReads):
-        stack = stack.app
-    seen: list[str] = []
-    inner = stack.app
-
-    async def spy(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            seen.append(scope["path"])
-        await inner(scope, receive, send)
-
-    stack.app = spy
-    return seen
+    return w.spy_behind(fast.app, FastReads)[0]
 
 
 def _both(pair: tuple[TestClient, TestClient], path: str,

@@ -171,3 +171,27 @@ def access_header(artefact: str, actor_id: str, action: str = "view",
 
 
 Json = Callable[..., Any]
+
+
+def spy_behind(app: Any, lane: type) -> tuple[list[str], Callable[[], None]]:
+    """Record the paths of the HTTP requests that ``app``'s fast-path middleware ``lane``
+    hands on to the routes behind it; returns the list and a function that removes the
+    spy."""
+    stack: Any = app.middleware_stack
+    while not isinstance(stack, lane):
+        stack = stack.app
+    seen: list[str] = []
+    inner = stack.app
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(scope["path"])
+        await inner(scope, receive, send)
+
+    stack.app = spy
+
+    def remove() -> None:
+        stack.app = inner
+
+    return seen, remove
+
