@@ -12,7 +12,7 @@ exit codes (``cli/errors.py``). Nothing else invents error handling.
     ├── NotFound                     unknown id / index                     (CLI 4, HTTP 404)
     ├── Unauthenticated              no or bad credentials                  (CLI 3, HTTP 401)
     ├── Forbidden                    authenticated but not allowed          (CLI 3, HTTP 403)
-    ├── RuleViolation                a custody rule refused the event       (CLI 3, HTTP 409/422)
+    ├── RuleViolation                a custody rule refused the event       (CLI 3, HTTP 409)
     │   └── Conflict                 lost a race / duplicate id / replay    (CLI 3, HTTP 409)
     ├── VerificationError            a proof, signature or digest failed    (CLI 1, HTTP 422)
     │   ├── InvalidSignature         an Ed25519 / note signature failed
@@ -46,22 +46,34 @@ class LedgerError(Exception):
 
 
 class InvalidInput(LedgerError):
+    """Input that is malformed, of the wrong type or out of range (a bad digest, an
+    unknown option value, a non-canonical event): nothing was read or written."""
+
     code = "invalid-input"
 
 
 class PayloadTooLarge(InvalidInput):
+    """A size cap was exceeded (request body, event, upload)."""
+
     code = "payload-too-large"
 
 
 class NotFound(LedgerError):
+    """An id, index, size or file that the ledger does not have."""
+
     code = "not-found"
 
 
 class Unauthenticated(LedgerError):
+    """No credentials, or credentials that do not prove who the caller is (an unknown
+    or revoked key, an expired token, a spent login challenge)."""
+
     code = "unauthenticated"
 
 
 class Forbidden(LedgerError):
+    """The caller is known but may not do this (policy, role or organisation)."""
+
     code = "forbidden"
 
 
@@ -82,10 +94,15 @@ class Conflict(RuleViolation):
 
 
 class VerificationError(LedgerError):
+    """A check of evidence failed: a proof, a signature, a digest or a bundle does not
+    verify. For a court this is the verdict "not authentic", not a malfunction."""
+
     code = "verification-failed"
 
 
 class InvalidSignature(VerificationError):
+    """An Ed25519 signature over an event or a note does not verify."""
+
     code = "invalid-signature"
 
 
@@ -119,6 +136,9 @@ class IntegrityFault(LedgerError):
 
 
 class Backpressure(LedgerError):
+    """The ledger cannot take the request now (busy, overloaded); nothing was written.
+    Retry after ``retry_after`` seconds."""
+
     code = "backpressure"
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
@@ -152,4 +172,7 @@ class RateLimited(Backpressure):
 
 
 class UpstreamError(LedgerError):
+    """A backend the ledger depends on (PostgreSQL, a Fabric peer or orderer, a remote
+    server) answered with an error that is not one of the cases above."""
+
     code = "upstream-error"

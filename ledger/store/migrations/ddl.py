@@ -18,7 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-__all__ = ["append_only", "create_tree_nodes", "key"]
+__all__ = ["append_only", "create_tree_nodes", "key", "refuse_downgrade"]
+
+
+def refuse_downgrade() -> None:
+    """Every revision's ``downgrade``: the ledger schema only grows (an append-only
+    log cannot be taken back to an older shape without losing what it proves)."""
+    raise RuntimeError("the ledger schema is append-only and cannot be downgraded")
 
 
 def key(name: str, type_: Any) -> sa.Column[Any]:

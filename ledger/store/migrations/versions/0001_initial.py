@@ -1,18 +1,11 @@
-"""Initial schema: entries, Merkle nodes, checkpoints, refs, state, head; append-only triggers.
-
-Revision ID: 0001
-Revises:
-"""
+"""Initial schema: entries, Merkle nodes, checkpoints, refs, state, head; append-only triggers."""
 
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.store.migrations.ddl import append_only, create_tree_nodes, key
+from ledger.store.migrations.ddl import append_only, create_tree_nodes, key, refuse_downgrade
 
-revision = "0001"
-down_revision = None
-branch_labels = None
-depends_on = None
+revision, down_revision = "0001", None
 
 APPEND_ONLY = ("entries", "merkle_nodes", "checkpoints", "refs")
 
@@ -53,5 +46,4 @@ def upgrade() -> None:
     append_only(*APPEND_ONLY, create_function=True)
 
 
-def downgrade() -> None:
-    raise RuntimeError("the ledger schema is append-only and cannot be downgraded")
+downgrade = refuse_downgrade

@@ -10,20 +10,14 @@
   size, append-only.
 * ``state.bucket``: the map bucket of each current state key (NULL for keys the map
   does not cover), so a writer can read and verify a whole bucket at once.
-
-Revision ID: 0002
-Revises: 0001
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.store.migrations.ddl import append_only, create_tree_nodes, key
+from ledger.store.migrations.ddl import append_only, create_tree_nodes, key, refuse_downgrade
 
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0002", "0001"
 
 APPEND_ONLY = ("state_log", "map_nodes_v", "cosignatures")
 
@@ -50,5 +44,4 @@ def upgrade() -> None:
     append_only(*APPEND_ONLY)
 
 
-def downgrade() -> None:
-    raise RuntimeError("the ledger schema is append-only and cannot be downgraded")
+downgrade = refuse_downgrade

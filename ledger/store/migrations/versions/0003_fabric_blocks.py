@@ -4,20 +4,14 @@
   log has processed: block number, the block header hash, and the log size after it.
   Written in the same transaction as the block's entries, so a crash never leaves a
   block half taken in; append-only.
-
-Revision ID: 0003
-Revises: 0002
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.store.migrations.ddl import append_only, key
+from ledger.store.migrations.ddl import append_only, key, refuse_downgrade
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0003", "0002"
 
 
 def upgrade() -> None:
@@ -30,5 +24,4 @@ def upgrade() -> None:
     append_only("fabric_blocks")
 
 
-def downgrade() -> None:
-    raise RuntimeError("the ledger schema is append-only and cannot be downgraded")
+downgrade = refuse_downgrade

@@ -18,20 +18,14 @@ only the physical layout changes:
 
 A ledger created before this revision is upgraded in place by ``migrate`` (one copy of
 each rebuilt table, in the migration's transaction).
-
-Revision ID: 0004
-Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-from ledger.store.migrations.ddl import append_only, key
+from ledger.store.migrations.ddl import append_only, key, refuse_downgrade
 
-revision = "0004"
-down_revision = "0003"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0004", "0003"
 
 _APPEND_ONLY = ("entries", "merkle_nodes", "checkpoints", "refs", "state_log", "map_nodes_v")
 _BUCKET_WHERE = sa.text("bucket IS NOT NULL")
@@ -108,5 +102,4 @@ def upgrade() -> None:
         raise RuntimeError(f"unsupported database dialect {dialect}")
 
 
-def downgrade() -> None:
-    raise RuntimeError("the ledger schema is append-only and cannot be downgraded")
+downgrade = refuse_downgrade

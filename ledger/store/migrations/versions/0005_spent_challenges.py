@@ -5,18 +5,14 @@
   transaction that decides the login, so of two workers redeeming one challenge the
   second finds the key taken. Rows are deleted once expired (``api.challenges``), so
   the table is not append-only and is not part of the log or of the audit.
-
-Revision ID: 0005
-Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
-branch_labels = None
-depends_on = None
+from ledger.store.migrations.ddl import refuse_downgrade
+
+revision, down_revision = "0005", "0004"
 
 
 def upgrade() -> None:
@@ -28,5 +24,4 @@ def upgrade() -> None:
     )
 
 
-def downgrade() -> None:
-    raise RuntimeError("the ledger schema is append-only and cannot be downgraded")
+downgrade = refuse_downgrade
