@@ -143,6 +143,8 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Abort:
         return _say("aborted", INVALID)
     except typer.TyperException as exc:  # click's errors (typer vendors click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without a command: its
+            return INVALID  # help was just shown, and there is no other sentence to say
         # One sentence like every other error, not click's usage block.
         return _say(_click_message(exc), INVALID)
     except FileNotFoundError as exc:

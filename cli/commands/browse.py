@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 artefact_app = typer.Typer(help="Read artefacts: exhibit number, type, description, digests, "
                            "custodian, open transfer and incidents.", no_args_is_help=True)
-transfers_app = typer.Typer(help="Read transfers; `transfers list --pending` is the inbox of "
-                            "the caller's organisation.", no_args_is_help=True)
+transfers_app = typer.Typer(help="Read transfers; 'custody transfers list --pending' is the "
+                            "inbox of the caller's organisation.", no_args_is_help=True)
 
 def _record(store: LedgerStore, prefix: str, ident: str, what: str) -> dict[str, Any]:
     rec = store.state(prefix + ident)
