@@ -46,6 +46,7 @@ from api.security import (
 from api.settings import Settings, check_sqlite_durability
 from ledger import keys
 from ledger.core.note import ALG_COSIGNATURE_V1, NoteSigner, parse_verifier_key
+from ledger.core.state import LEDGER
 from ledger.store.base import LedgerStore
 
 API_VERSION = "1.0.0"
@@ -116,7 +117,7 @@ def create_app(config: Settings | LedgerStore | None = None, *, token_key: bytes
             packages_dir = evidence_dir / "packages"
     limits = limits or Limits()
     security = security or SecurityConfig()
-    ledger_rec = store.state("ledger")
+    ledger_rec = store.state(LEDGER)
     origin = str(ledger_rec["origin"]) if ledger_rec else origin
     runtime = Runtime(
         store=store,

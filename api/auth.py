@@ -33,6 +33,7 @@ from typing import Any, Final
 from api.challenges import ProcessChallenges, SpentChallenges
 from ledger.core import _sodium
 from ledger.core.errors import InvalidSignature, Unauthenticated
+from ledger.core.state import actor_key
 from ledger.store.base import LedgerStore
 
 AUTH_DOMAIN: Final = b"custody-ledger/v1/auth\n"
@@ -155,7 +156,7 @@ class Authenticator:
 
 def active_actor(store: LedgerStore, actor: str) -> dict[str, Any]:
     """The actor's record, or :class:`Unauthenticated` if unknown or revoked."""
-    return check_active(store.state("actor/" + actor), actor)
+    return check_active(store.state(actor_key(actor)), actor)
 
 
 def check_active(record: dict[str, Any] | None, actor: str) -> dict[str, Any]:

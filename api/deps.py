@@ -16,6 +16,7 @@ from api.auth import Token, check_active
 from api.runtime import Runtime, Snapshot
 from ledger.core.errors import InvalidInput, Unauthenticated
 from ledger.core.policy import Caller
+from ledger.core.state import actor_key
 from ledger.store.base import LedgerStore
 
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /v1/auth/token")
@@ -50,7 +51,7 @@ def authorise(runtime: Runtime, token: Token) -> CallerAt:
     """The token's actor as the ledger says NOW: the log size is read from the database
     first, so a revocation or role change committed before this request began is seen."""
     snap = runtime.reads.snapshot()
-    return CallerAt(token.actor, check_active(snap.get("actor/" + token.actor), token.actor),
+    return CallerAt(token.actor, check_active(snap.get(actor_key(token.actor)), token.actor),
                     snap)
 
 

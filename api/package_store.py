@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 
 from api.evidence_store import Chunks, check_sha256, fsync_dir
 from ledger.core.errors import Conflict, NotFound, PayloadTooLarge, VerificationError
+from ledger.core.state import TRANSFER
 from ledger.store.base import LedgerStore
 
 _READ_CHUNK = 1 << 20
@@ -287,7 +288,7 @@ class PackageIndex:
         with self._lock:
             if size != self._size:
                 found: dict[str, set[str]] = {}
-                for _key, record in store.state_items("tr/"):
+                for _key, record in store.state_items(TRANSFER):
                     package = record.get("package")
                     digest = package.get("sha256") if isinstance(package, dict) else None
                     if isinstance(digest, str):

@@ -28,6 +28,7 @@ from api.committer import GroupCommitter
 from api.evidence_store import EvidenceStore
 from api.package_store import PackageIndex, PackageStore
 from api.security import LoginThrottle, SecurityConfig
+from ledger.core.state import LEDGER
 from ledger.store.base import LedgerStore
 
 _T = TypeVar("_T")
@@ -237,7 +238,7 @@ class Runtime:
         return await anyio.to_thread.run_sync(fn, *args)
 
     def ledger(self) -> dict[str, Any] | None:
-        return self.store.state("ledger")
+        return self.store.state(LEDGER)
 
     @property
     def origin(self) -> str | None:

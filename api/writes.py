@@ -31,7 +31,8 @@ from ledger.core.errors import Forbidden, InvalidInput, NotFound
 from ledger.core.events import SignedEvent
 from ledger.core.policy import Caller, hidden_reference
 from ledger.core.rules import StateView
-from ledger.store.base import AppendResult, LedgerStore
+from ledger.core.state import actor_key
+from ledger.store.base import AppendResult, CachedView, LedgerStore
 
 
 def parse_signed(raw: bytes | str) -> SignedEvent:
@@ -100,25 +101,6 @@ async def write(request: Request, runtime: Runtime, caller: Caller, *, kind: str
     return receipt_response(await append(runtime, caller, signed))
 
 
-class _View:
-    """The state as one request sees it: each key is read at most once per request (the
-    authorisation checks ask for the same case/artefact records repeatedly)."""
-
-    __slots__ = ("_cache", "store")
-
-    def __init__(self, store: LedgerStore, caller: Caller | None = None) -> None:
-        self.store = store
-        self._cache: dict[str, dict[str, Any] | None] = (
-            {} if caller is None else {"actor/" + caller.id: caller.record})
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        try:
-            return self._cache[key]
-        except KeyError:
-            record = self._cache[key] = self.store.state(key)
-            return record
-
-
 def view(store: LedgerStore, caller: Caller | None = None) -> StateView:
     """The state as the request sees it: the snapshot its caller was authorised against
     (:class:`api.runtime.Snapshot`, shared by the requests at the same log size), or
@@ -126,4 +108,4 @@ def view(store: LedgerStore, caller: Caller | None = None) -> StateView:
     snap = getattr(caller, "view", None)
     if snap is not None and snap.store is store:
         return snap  # type: ignore[no-any-return]
-    return _View(store, caller)
+    return CachedView(store, None if caller is None else {actor_key(caller.id): caller.record})

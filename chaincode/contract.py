@@ -34,6 +34,7 @@ from ledger.core import errors as er
 from ledger.core import events as ev
 from ledger.core import rules
 from ledger.core.canonical import canonical, parse
+from ledger.core.state import HISTORY
 from ledger.fabric import wire
 
 #: Generic message for failures that are not ledger refusals (no details: they could
@@ -127,7 +128,7 @@ async def submit(stub: Stub, raw: str) -> bytes:
     view = _WorldView(stub, loop)
     effects, plan = await loop.run_in_executor(_rules_pool(), _evaluate, signed, ledger_time,
                                                view)
-    if any(key.startswith(("hist/", wire.GATE_PREFIX)) for key in effects.writes):
+    if any(key.startswith((HISTORY, wire.GATE_PREFIX)) for key in effects.writes):
         raise er.IntegrityFault("the rules wrote a key the chaincode must not write",
                                 kind="state")
     puts: dict[str, bytes] = {key: canonical(rec) for key, rec in effects.writes.items()}

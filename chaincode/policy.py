@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ledger.core import events as ev
 from ledger.core.errors import IntegrityFault
+from ledger.core.state import ARTEFACT, ORG, TRANSFER, Record, org_key, transfer_key
 from ledger.fabric import wire
-
-Record = dict[str, Any]
 
 
 class StateView(Protocol):
@@ -64,26 +63,26 @@ def plan(kind: str, writes: Mapping[str, Record], view: StateView) -> Plan:
         return rec
 
     def jurisdiction(org_id: str) -> str:
-        return str(record("org/" + org_id)["jurisdiction"]).upper()
+        return str(record(org_key(org_id))["jurisdiction"]).upper()
 
     policies: dict[str, tuple[str, ...]] = {}
     new_gates: dict[str, str] = {}
     blind: set[str] = set()
     for key in sorted(writes):
         rec = writes[key]
-        if key.startswith("art/"):
+        if key.startswith(ARTEFACT):
             if rec.get("open_transfer") is not None:
-                tr = record("tr/" + rec["open_transfer"])
+                tr = record(transfer_key(rec["open_transfer"]))
                 orgs = {jurisdiction(tr["from_org"]), jurisdiction(tr["to_org"])}
             else:
                 orgs = {jurisdiction(rec["custodian"])}
             policies[key] = tuple(sorted(wire.msp_id(j) for j in orgs))
-        elif key.startswith("org/") and kind in (ev.GENESIS, ev.ORG_REGISTER):
+        elif key.startswith(ORG) and kind in (ev.GENESIS, ev.ORG_REGISTER):
             j = str(rec["jurisdiction"]).upper()
             gate = gate_key(j)
             if gate not in new_gates and view.get(gate) is None:
                 new_gates[gate] = j
-        elif key.startswith("tr/") and kind == ev.DISPATCH:
+        elif key.startswith(TRANSFER) and kind == ev.DISPATCH:
             sender, receiver = jurisdiction(rec["from_org"]), jurisdiction(rec["to_org"])
             if sender != receiver:
                 blind.add(gate_key(receiver))

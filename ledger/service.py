@@ -18,9 +18,17 @@ from ledger.core import _sodium
 from ledger.core import events as ev
 from ledger.core.errors import Forbidden, InvalidInput, NotFound, RuleViolation
 from ledger.core.rules import RULES, may_access
+from ledger.core.state import (
+    actor_key,
+    artefact_key,
+    case_key,
+    org_key,
+    org_keys_key,
+    transfer_key,
+)
 from ledger.core.vocab import STRONG_DIGESTS
 from ledger.evidence import Digests
-from ledger.store.base import AppendResult, LedgerStore
+from ledger.store.base import AppendResult, CachedView, LedgerStore
 
 Clock = Callable[[], int]
 Random = Callable[[int], bytes]
@@ -94,19 +102,19 @@ class Custody:
 
     def enrol(self, actor: ActorKey, *, actor_id: str, org: str, name: str, roles: list[str],
               public_key: bytes) -> AppendResult:
-        self.record("org/" + org, "organisation")
+        self.record(org_key(org), "organisation")
         return self.submit(ev.ACTOR_ENROL, actor, {
             "id": actor_id, "org": org, "name": name, "roles": roles,
             "public_key": base64.b64encode(public_key).decode()})
 
     def revoke(self, actor: ActorKey, target: str, reason: str = "") -> AppendResult:
-        self.record("actor/" + target, "actor")  # an unknown actor is not found (exit 4)
+        self.record(actor_key(target), "actor")  # an unknown actor is not found (exit 4)
         return self.submit(ev.ACTOR_REVOKE, actor, {"actor": target, "reason": reason})
 
     def enrol_org_key(self, actor: ActorKey, org: str, recipient: str) -> AppendResult:
         """Enrol ``recipient`` (an age X25519 recipient, ``age1…``) as ``org``'s current
         encryption key; its previous key, if any, is retired."""
-        self.record("org/" + org, "organisation")
+        self.record(org_key(org), "organisation")
         return self.submit(ev.ORG_KEY, actor, {"org": org, "recipient": recipient})
 
     def revoke_org_key(self, actor: ActorKey, org: str, key_id: str,
@@ -115,8 +123,8 @@ class Custody:
         if not re.fullmatch(r"[0-9a-f]{16}", key_id):
             raise InvalidInput(f"{key_id!r} is not a key id (16 lowercase hex characters, "
                                "as 'custody org key show' prints them)")
-        self.record("org/" + org, "organisation")
-        keys = (self.store.state("orgkey/" + org) or {}).get("keys", {})
+        self.record(org_key(org), "organisation")
+        keys = (self.store.state(org_keys_key(org)) or {}).get("keys", {})
         if key_id not in keys:  # an unknown key is not found (exit 4), like an actor
             raise NotFound(f"organisation {org} has no encryption key {key_id}")
         return self.submit(ev.ORG_KEY_REVOKE, actor,
@@ -124,8 +132,8 @@ class Custody:
 
     def org_keys(self, org: str) -> dict[str, Any]:
         """``org``'s encryption keys: the ``orgkey/ORG`` record, or an empty one."""
-        self.record("org/" + org, "organisation")
-        return self.store.state("orgkey/" + org) or {"org": org, "current": None, "keys": {}}
+        self.record(org_key(org), "organisation")
+        return self.store.state(org_keys_key(org)) or {"org": org, "current": None, "keys": {}}
 
     # ---- cases and legal bases ----------------------------------------------------
 
@@ -133,8 +141,8 @@ class Custody:
         return self.submit(ev.CASE_OPEN, actor, {"id": ref, "title": title})
 
     def add_member(self, actor: ActorKey, case: str, org: str) -> AppendResult:
-        self.record("case/" + case, "case")
-        self.record("org/" + org, "organisation")
+        self.record(case_key(case), "case")
+        self.record(org_key(org), "organisation")
         return self.submit(ev.CASE_ADD_MEMBER, actor, {"case": case, "org": org})
 
     def add_legal_basis(self, actor: ActorKey, *, instrument: str, reference: str,
@@ -149,7 +157,7 @@ class Custody:
             raise InvalidInput(f"the legal basis would end ({valid_until}) before it starts "
                                f"({valid_from or today}); check --valid-from and --valid-until")
         if case is not None:
-            self.record("case/" + case, "case")
+            self.record(case_key(case), "case")
         issuing_state, executing_state = issuing_state.upper(), executing_state.upper()
         payload: dict[str, Any] = {
             "id": basis_id or self.new_id("lb"), "instrument": instrument,
@@ -170,7 +178,7 @@ class Custody:
         """Register an artefact. Bytes already registered in the same case must name
         that artefact as ``duplicate_of`` (or as a parent); the rules refuse otherwise
         (``duplicate-bytes``)."""
-        self.record("case/" + case, "case")
+        self.record(case_key(case), "case")
         payload: dict[str, Any] = {
             "id": artefact_id or self.new_id("art"), "case": case, "exhibit": exhibit,
             "type": kind, "description": description, "size": digests.size,
@@ -190,8 +198,8 @@ class Custody:
         """Dispatch an artefact. ``package``: the sealed package that travels (a
         :class:`ledger.core.payloads.Package` dict: sha256, size, format, recipient, also_to,
         digests of the plaintext)."""
-        art = self.record("art/" + artefact, "artefact")
-        self.record("org/" + to_org, "organisation")
+        art = self.record(artefact_key(artefact), "artefact")
+        self.record(org_key(to_org), "organisation")
         payload: dict[str, Any] = {
             "transfer": transfer_id or self.new_id("tr"), "artefact": artefact, "to_org": to_org,
             "to_actor": to_actor, "purpose": purpose, "legal_basis": legal_basis,
@@ -210,8 +218,8 @@ class Custody:
         package that arrived (``package_sha256``) other than the one dispatched is
         rejected too. ``seal_discrepancy``: why the seals received differ from those
         dispatched (accepted, but an integrity incident)."""
-        tr = self.record("tr/" + transfer, "transfer")
-        art = self.record("art/" + tr["artefact"], "artefact")
+        tr = self.record(transfer_key(transfer), "transfer")
+        art = self.record(artefact_key(tr["artefact"]), "artefact")
         recomputed = {k: v for k, v in digests.as_dict().items() if k in STRONG_DIGESTS}
         differ = [a for a, v in art["digests"].items()
                   if a in recomputed and recomputed[a] != v]
@@ -244,10 +252,10 @@ class Custody:
         when the artefact exists, and answers "unknown artefact" either way (the rules
         refuse an access to an unknown id, ``unknown-art``; a server answers 404 for both,
         so the answer does not reveal whether the artefact exists)."""
-        signer = self.record("actor/" + actor.actor_id, "actor")
+        signer = self.record(actor_key(actor.actor_id), "actor")
         payload = {"artefact": artefact, "action": action, "purpose": purpose,
                    "authorisation": authorisation, "outcome": "denied", "source": source}
-        if self.store.state("art/" + artefact) is None:
+        if self.store.state(artefact_key(artefact)) is None:
             unknown = NotFound(f"unknown artefact {artefact!r}, or one you may not see; an "
                                "attempt on an artefact that exists is recorded")
             try:
@@ -257,7 +265,7 @@ class Custody:
                     raise
                 raise unknown from None
             raise unknown  # pragma: no cover - a store records it only when it exists
-        if may_access(_StoreView(self.store), signer, artefact):
+        if may_access(CachedView(self.store), signer, artefact):
             payload["outcome"] = "success"
         outcome = payload["outcome"]
         receipt = self.submit(ev.ACCESS, actor, payload)
@@ -272,7 +280,7 @@ class Custody:
         """Log a verification. ``verdict``: one already reached from proofs (a court
         outside the case cannot read the artefact's record, only prove it)."""
         if verdict is None:
-            art = self.record("art/" + artefact, "artefact")
+            art = self.record(artefact_key(artefact), "artefact")
             verdict = "authentic" if art["digests"]["sha256"] == sha256 else "mismatch"
         return self.submit(ev.VERIFICATION, actor, {
             "artefact": artefact, "sha256": sha256, "verdict": verdict, "tree_size": tree_size})
@@ -284,11 +292,3 @@ class AccessDenied(Forbidden):
     def __init__(self, message: str, receipt: AppendResult) -> None:
         super().__init__(message)
         self.receipt = receipt
-
-
-class _StoreView:
-    def __init__(self, store: LedgerStore) -> None:
-        self.store = store
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.store.state(key)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.core.checkpoint import Checkpoint
 from ledger.core.errors import InvalidInput
+from ledger.core.state import ACTOR, ARTEFACT, CASE, LEDGER, LEGAL_BASIS, ORG, TRANSFER
 from ledger.store.base import LedgerStore
 
 if TYPE_CHECKING:  # the verifier (and pydantic's payload models) only when verifying
@@ -42,19 +43,19 @@ def verify(store: LedgerStore, *, log_key: str, sha256: str | None = None,
 def status(store: LedgerStore) -> dict[str, Any]:
     counts: dict[str, int] = {}
     open_transfers = incidents = 0
-    for prefix in ("org/", "actor/", "case/", "lb/", "art/", "tr/"):
+    for prefix in (ORG, ACTOR, CASE, LEGAL_BASIS, ARTEFACT, TRANSFER):
         n = 0
         for _key, rec in store.state_items(prefix):
             n += 1
-            if prefix == "tr/" and rec["status"] == "open":
+            if prefix == TRANSFER and rec["status"] == "open":
                 open_transfers += 1
-            if prefix == "art/":
+            if prefix == ARTEFACT:
                 incidents += rec["incidents"]
-        counts[prefix.rstrip("/")] = n
-    ledger = store.state("ledger") or {}
+        counts[prefix] = n
+    ledger = store.state(LEDGER) or {}
     return {"origin": ledger.get("origin"), "size": store.size(),
             "checkpoint": store.latest_checkpoint(),
-            "organisations": counts["org"], "actors": counts["actor"], "cases": counts["case"],
-            "legal_bases": counts["lb"], "artefacts": counts["art"],
-            "transfers": counts["tr"], "open_transfers": open_transfers,
+            "organisations": counts[ORG], "actors": counts[ACTOR], "cases": counts[CASE],
+            "legal_bases": counts[LEGAL_BASIS], "artefacts": counts[ARTEFACT],
+            "transfers": counts[TRANSFER], "open_transfers": open_transfers,
             "integrity_incidents": incidents}

@@ -50,6 +50,7 @@ from ledger.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Payl
 from ledger.core.events import Entry
 from ledger.core.policy import VERIFY_BY_BYTES_ROLES, Caller, can_see_artefact, visible
 from ledger.core.rules import StateView
+from ledger.core.state import ARTEFACT, actor_key, artefact_key, digest_ref, org_key
 from ledger.core.vocab import CUSTODIAL_ROLES
 from ledger.store.base import AppendResult, LedgerStore, StoredEntry
 
@@ -63,7 +64,7 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 
 
 def artefact_for(store: LedgerStore, caller: Caller, artefact_id: str) -> dict[str, Any]:
-    record = visible(view(store, caller), caller, "art/" + artefact_id)
+    record = visible(view(store, caller), caller, artefact_key(artefact_id))
     if record is None:
         raise NotFound(f"unknown artefact {artefact_id!r}")
     return record
@@ -72,8 +73,8 @@ def artefact_for(store: LedgerStore, caller: Caller, artefact_id: str) -> dict[s
 def timeline_step(v: StateView, entry: Entry) -> TimelineStep:
     """One custody step; ``v`` is the request's cached view (actor and org read once)."""
     event = entry.signed.event
-    actor = v.get("actor/" + event.signer)
-    org = v.get("org/" + actor["org"]) if actor else None
+    actor = v.get(actor_key(event.signer))
+    org = v.get(org_key(actor["org"])) if actor else None
     return TimelineStep(index=entry.index, event_id=entry.signed.event_id, kind=event.kind,
                         ledger_time=entry.ledger_time, claimed_time=event.claimed_time,
                         signer=event.signer, org=actor["org"] if actor else None,
@@ -146,11 +147,13 @@ def list_artefacts(store: StoreDep, caller: CallerDep,
     v, items = view(store, caller), []  # type: ignore[var-annotated]
     keys: Iterable[tuple[str, dict[str, Any] | None]]
     if sha256 is not None:
-        keys = [("art/" + i, v.get("art/" + i)) for i in sorted(registered(store, sha256))]
+        keys = [(artefact_key(i), v.get(artefact_key(i)))
+                for i in sorted(registered(store, sha256))]
     else:
-        keys = store.state_items("art/", "art/" + after if after else "")
+        keys = store.state_items(ARTEFACT, artefact_key(after) if after else "")
     for key, record in keys:
-        if record is None or key[4:] <= after or not can_see_artefact(v, caller, record):
+        if record is None or key[len(ARTEFACT):] <= after \
+                or not can_see_artefact(v, caller, record):
             continue
         if case is not None and record["case"] != case:
             continue
@@ -190,7 +193,7 @@ async def get_history(runtime: RuntimeDep, caller: CallerDep, artefact_id: IdStr
     organisation, jurisdiction, ledger time and log index."""
     store = runtime.store
     v = view(store, caller)
-    if await runtime.run_read(visible, v, caller, "art/" + artefact_id) is None:
+    if await runtime.run_read(visible, v, caller, artefact_key(artefact_id)) is None:
         raise NotFound(f"unknown artefact {artefact_id!r}")
 
     def build() -> History:
@@ -266,7 +269,7 @@ async def upload_evidence(sha256: Hex64, request: Request, runtime: RuntimeDep,
 def registered(store: LedgerStore, sha256: str) -> list[str]:
     """Ids of the artefacts registered with this SHA-256, in log order (one query)."""
     events = [Entry.from_leaf(s.leaf).signed.event
-              for s in store.entries_at(store.refs("sha256:" + sha256))]
+              for s in store.entries_at(store.refs(digest_ref(sha256)))]
     return list(dict.fromkeys(e.payload["id"] for e in events
                               if e.kind == ev.ARTEFACT_REGISTER))
 
@@ -293,7 +296,7 @@ def visible_target(runtime: Runtime, caller: Caller, sha256: str,
         return None, by_digest
     v = view(store, caller)
     for art_id in proven:
-        record = v.get("art/" + art_id)
+        record = v.get(artefact_key(art_id))
         if record is not None and (holder or can_see_artefact(v, caller, record)):
             return art_id, None
     return None, VerifyResult("not-registered", None, sha256)

@@ -18,6 +18,7 @@ from api.security import client_address
 from api.tls import PEER_CERT, CertIdentity, certificate_identity
 from ledger.core import events as ev
 from ledger.core.errors import Forbidden, Unauthenticated
+from ledger.core.state import actor_key
 from ledger.service import ActorKey, Custody
 
 router = deps.router(prefix="/v1/auth", tags=["auth"])
@@ -64,7 +65,7 @@ def create_token(body: TokenRequest, runtime: RuntimeDep, request: Request) -> T
 def _check_certificate(runtime: Runtime, request: Request, actor: str, address: str) -> None:
     """The client certificate must name (subject O) the organisation of ``actor``."""
     der = getattr(request.state, PEER_CERT, None)
-    record = runtime.store.state("actor/" + actor) or {}
+    record = runtime.store.state(actor_key(actor)) or {}
     org = str(record.get("org", ""))
     if der is None:
         _refuse(runtime, actor, address, None, f"actor {actor} logged in without a client "

@@ -36,6 +36,7 @@ from ledger.core.errors import Conflict, LedgerError, NotFound
 from ledger.core.events import Entry, SignedEvent
 from ledger.core.policy import Caller, can_see_event, can_see_state, created_keys, visible
 from ledger.core.rules import StateView
+from ledger.core.state import artefact_key
 from ledger.store.base import AppendResult
 
 router = deps.router(tags=["events"])
@@ -97,9 +98,9 @@ def hidden_denial_of(runtime: Runtime, caller: Caller, signed: SignedEvent,
     art = event.payload.get("artefact")
     if (event.kind != ev.ACCESS or event.signer != caller.id or not isinstance(art, str)
             or event.payload.get("outcome") != "denied"
-            or visible(v, caller, "art/" + art) is not None):
+            or visible(v, caller, artefact_key(art)) is not None):
         return None
-    if v.get("art/" + art) is None:
+    if v.get(artefact_key(art)) is None:
         raise hidden_answer(signed)
     return signed
 

@@ -40,6 +40,7 @@ from api.runtime import Runtime, Snapshot
 from api.writes import append, receipt_response
 from ledger.core.errors import LedgerError
 from ledger.core.policy import visible
+from ledger.core.state import artefact_key
 
 Scope = dict[str, Any]
 
@@ -170,7 +171,7 @@ class FastReads:
         if (m := _STATE.fullmatch(path)) is not None:
             key, target = state_key(m.group(1)), m.group(1)
         elif (m := _HISTORY.fullmatch(path)) is not None:
-            key, target = history_key(m.group(1), *HISTORY_DEFAULTS), "art/" + m.group(1)
+            key, target = history_key(m.group(1), *HISTORY_DEFAULTS), artefact_key(m.group(1))
         else:
             return None
         (token,) = _headers(scope, b"authorization")

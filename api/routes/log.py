@@ -41,6 +41,7 @@ from ledger.core.checkpoint import verify_checkpoint
 from ledger.core.errors import Forbidden, LedgerError, NotFound
 from ledger.core.events import Entry
 from ledger.core.policy import Caller, can_see_event
+from ledger.core.state import LEDGER
 from ledger.store.base import LedgerStore, StoredEntry
 
 router = deps.router(tags=["log"])
@@ -69,7 +70,7 @@ async def health(runtime: RuntimeDep) -> Health:
     """Liveness and readiness: the database answers."""
     def check() -> Health:
         snap = runtime.reads.snapshot()  # reads the log size from the database
-        ledger = snap.get("ledger")
+        ledger = snap.get(LEDGER)
         return Health(status="ok", origin=str(ledger["origin"]) if ledger else
                       runtime.fallback_origin, size=snap.size)
 

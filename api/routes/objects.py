@@ -20,6 +20,7 @@ from api.writes import view, write
 from ledger.core import events as ev
 from ledger.core.errors import NotFound, VerificationError
 from ledger.core.policy import Caller, can_see_state, visible
+from ledger.core.state import ACTOR, CASE, LEGAL_BASIS, ORG, TRANSFER
 from ledger.store.base import LedgerStore
 
 router = deps.router()
@@ -63,13 +64,13 @@ async def register_org(body: SignedEventBody, request: Request, runtime: Runtime
 def list_orgs(store: StoreDep, caller: CallerDep, after: After = "",
               limit: Limit = 100) -> ObjectList:
     """The organisations of the consortium (id, name, jurisdiction)."""
-    return list_objects(store, caller, "org/", after, limit)
+    return list_objects(store, caller, ORG, after, limit)
 
 
 @router.get("/v1/orgs/{org_id}", operation_id="getOrg", tags=["directory"],
             response_model=ObjectOut, responses=READ)
 async def get_org(runtime: RuntimeDep, caller: CallerDep, org_id: IdStr) -> ObjectOut:
-    return await runtime.run_read(get_object, runtime.store, caller, "org/", "organisation",
+    return await runtime.run_read(get_object, runtime.store, caller, ORG, "organisation",
                                   org_id)
 
 
@@ -84,7 +85,7 @@ async def enrol_actor(body: SignedEventBody, request: Request, runtime: RuntimeD
             response_model=ObjectOut, responses=READ)
 async def get_actor(runtime: RuntimeDep, caller: CallerDep, actor_id: IdStr) -> ObjectOut:
     """An actor's record: org, roles, public key, key id, status."""
-    return await runtime.run_read(get_object, runtime.store, caller, "actor/", "actor",
+    return await runtime.run_read(get_object, runtime.store, caller, ACTOR, "actor",
                                   actor_id)
 
 
@@ -111,13 +112,13 @@ async def open_case(body: SignedEventBody, request: Request, runtime: RuntimeDep
 def list_cases(store: StoreDep, caller: CallerDep, after: After = "",
                limit: Limit = 100) -> ObjectList:
     """The cases the caller's organisation leads or is a member of."""
-    return list_objects(store, caller, "case/", after, limit)
+    return list_objects(store, caller, CASE, after, limit)
 
 
 @router.get("/v1/cases/{case_id}", operation_id="getCase", tags=["cases"],
             response_model=ObjectOut, responses=READ)
 async def get_case(runtime: RuntimeDep, caller: CallerDep, case_id: IdStr) -> ObjectOut:
-    return await runtime.run_read(get_object, runtime.store, caller, "case/", "case",
+    return await runtime.run_read(get_object, runtime.store, caller, CASE, "case",
                                   case_id)
 
 
@@ -139,7 +140,7 @@ async def record_legal_basis(body: SignedEventBody, request: Request, runtime: R
 @router.get("/v1/legal-bases/{basis_id}", operation_id="getLegalBasis", tags=["cases"],
             response_model=ObjectOut, responses=READ)
 async def get_legal_basis(runtime: RuntimeDep, caller: CallerDep, basis_id: IdStr) -> ObjectOut:
-    return await runtime.run_read(get_object, runtime.store, caller, "lb/", "legal basis",
+    return await runtime.run_read(get_object, runtime.store, caller, LEGAL_BASIS, "legal basis",
                                   basis_id)
 
 
@@ -155,7 +156,7 @@ async def dispatch(body: SignedEventBody, request: Request, runtime: RuntimeDep,
 @router.get("/v1/transfers/{transfer_id}", operation_id="getTransfer", tags=["custody"],
             response_model=ObjectOut, responses=READ)
 async def get_transfer(runtime: RuntimeDep, caller: CallerDep, transfer_id: IdStr) -> ObjectOut:
-    return await runtime.run_read(get_object, runtime.store, caller, "tr/", "transfer",
+    return await runtime.run_read(get_object, runtime.store, caller, TRANSFER, "transfer",
                                   transfer_id)
 
 

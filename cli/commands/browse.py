@@ -21,6 +21,7 @@ import typer
 from cli import context
 from cli.options import As, Json
 from ledger.core.errors import NotFound
+from ledger.core.state import ACTOR, ARTEFACT, CASE, LEGAL_BASIS, TRANSFER, transfer_key
 
 if TYPE_CHECKING:
     from ledger.store.base import LedgerStore
@@ -79,10 +80,10 @@ def _fields(pairs: list[tuple[str, Any]]) -> None:
 
 def artefact_view(store: LedgerStore, artefact_id: str) -> dict[str, Any]:
     """The artefact's state record with its description and its open transfer's record."""
-    art = _record(store, "art/", artefact_id, "artefact")
+    art = _record(store, ARTEFACT, artefact_id, "artefact")
     out = {**art, "description": _description(store, art)}
     open_tr = art.get("open_transfer")
-    out["open_transfer_detail"] = store.state("tr/" + open_tr) if open_tr else None
+    out["open_transfer_detail"] = store.state(transfer_key(open_tr)) if open_tr else None
     return out
 
 
@@ -124,8 +125,8 @@ def artefact_list(
     """List the artefacts this actor may see (all of them in embedded mode)."""
     store = context.get(ctx).reading_as(as_).reader()
     if case is not None:
-        _record(store, "case/", case, "case")
-    rows = [rec for _key, rec in store.state_items("art/")
+        _record(store, CASE, case, "case")
+    rows = [rec for _key, rec in store.state_items(ARTEFACT)
             if case is None or rec.get("case") == case]
     if context.want_json(ctx, json_):
         for rec in rows:
@@ -147,9 +148,9 @@ def case_show(
     """Show one case: title, lead organisation, members, and its artefacts and legal
     bases."""
     store = context.get(ctx).reading_as(as_).reader()
-    case = _record(store, "case/", ref, "case")
-    arts = [rec["id"] for _k, rec in store.state_items("art/") if rec.get("case") == ref]
-    bases = [rec["id"] for _k, rec in store.state_items("lb/") if rec.get("case") == ref]
+    case = _record(store, CASE, ref, "case")
+    arts = [rec["id"] for _k, rec in store.state_items(ARTEFACT) if rec.get("case") == ref]
+    bases = [rec["id"] for _k, rec in store.state_items(LEGAL_BASIS) if rec.get("case") == ref]
     out = {**case, "artefacts": arts, "legal_bases": bases}
     if context.want_json(ctx, json_):
         context.emit_json(out)
@@ -175,7 +176,7 @@ def _caller_org(c: context.Ctx, store: LedgerStore, as_: str | None) -> str:
 
             raise InvalidInput("several local actors exist; choose one with --as ACTOR")
         actor_id = local[0]
-    return str(_record(store, "actor/", str(actor_id), "actor")["org"])
+    return str(_record(store, ACTOR, str(actor_id), "actor")["org"])
 
 
 @transfers_app.command("list")
@@ -192,7 +193,7 @@ def transfers_list(
     """List transfers: id, artefact, from and to organisation, legal basis, status."""
     c = context.get(ctx).reading_as(as_)
     store = c.reader()
-    rows = [rec for _key, rec in store.state_items("tr/")
+    rows = [rec for _key, rec in store.state_items(TRANSFER)
             if artefact is None or rec.get("artefact") == artefact]
     if pending:
         org = _caller_org(c, store, as_)

@@ -12,6 +12,7 @@ from cli import context
 from cli.commands.setup import check_country
 from cli.options import As, Json, check_choice
 from ledger.core.errors import InvalidInput
+from ledger.core.state import CASE, LEGAL_BASIS
 from ledger.core.vocab import INSTRUMENTS
 from ledger.evidence import hash_file
 
@@ -54,7 +55,7 @@ def case_add_member(
 @case_app.command("list")
 def case_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """List cases."""
-    context.listing(ctx, json_, "case/", ["id", "title", "lead_org", "members"], as_)
+    context.listing(ctx, json_, CASE, ["id", "title", "lead_org", "members"], as_)
 
 
 def _date(value: str | None, what: str) -> str | None:
@@ -126,9 +127,9 @@ def lb_add(
 @lb_app.command("list")
 def lb_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """List legal bases."""
-    context.listing(ctx, json_, "lb/", ["id", "instrument", "reference", "issuing_state",
-                                        "executing_state", "valid_from", "valid_until",
-                                        "case"], as_)
+    context.listing(ctx, json_, LEGAL_BASIS, ["id", "instrument", "reference",
+                                              "issuing_state", "executing_state",
+                                              "valid_from", "valid_until", "case"], as_)
 
 
 def _register_show() -> None:

@@ -28,6 +28,7 @@ from ledger.core.errors import (
     UpstreamError,
     VerificationError,
 )
+from ledger.core.state import artefact_key, org_key, org_keys_key, transfer_key
 from ledger.core.vocab import ACCESS_ACTIONS, ARTEFACT_TYPES, STRONG_DIGESTS
 
 if TYPE_CHECKING:
@@ -168,9 +169,9 @@ def _sealed_dispatch(ctx: typer.Context, custody: Custody, actor: ActorKey, src:
     from ledger.evidence import evidence_size
     from ledger.seal import FORMAT, seal
 
-    art = custody.record("art/" + common["artefact"], "artefact")
+    art = custody.record(artefact_key(common["artefact"]), "artefact")
     to_org = common["to_org"]
-    custody.record("org/" + to_org, "organisation")
+    custody.record(org_key(to_org), "organisation")
     key_id, recipient = _current_key(custody, to_org, f"{to_org} (the receiving organisation)")
     recipients, also_to = [recipient], []
     if seal_to_self:
@@ -183,7 +184,7 @@ def _sealed_dispatch(ctx: typer.Context, custody: Custody, actor: ActorKey, src:
                           total=evidence_size(src)) as update:
         sealed = seal(src, out, recipients, progress=update)
     tr_id = transfer_id or custody.new_id("tr")
-    with _undo_unless_recorded(custody, "tr/" + tr_id,
+    with _undo_unless_recorded(custody, transfer_key(tr_id),
                                lambda rec: (rec.get("package") or {}).get("sha256")
                                == sealed.package_sha256,
                                lambda: out.unlink(missing_ok=True)):
@@ -228,7 +229,7 @@ def _current_key(custody: Custody, org: str, who: str) -> tuple[str, str]:
     """The key id and age recipient of ``org``'s current encryption key, from state."""
     from ledger.core import events as ev
 
-    rec = custody.store.state("orgkey/" + org) or {}
+    rec = custody.store.state(org_keys_key(org)) or {}
     key_id = rec.get("current")
     if not key_id:
         raise RuleViolation("package-recipient", f"{who} has no current encryption key, so "
@@ -236,7 +237,7 @@ def _current_key(custody: Custody, org: str, who: str) -> tuple[str, str]:
                             f"one with 'custody org key rotate {org}'")
     recipient = str(rec["keys"][key_id]["recipient"])
     if ev.org_key_id(recipient) != key_id:
-        raise VerificationError(f"the state record orgkey/{org} names key {key_id} with a "
+        raise VerificationError(f"the state record {org_keys_key(org)} names key {key_id} with a "
                                 "recipient of another id: the record is damaged")
     return str(key_id), recipient
 
@@ -298,8 +299,8 @@ def receive(
     c = context.get(ctx)
     actor = c.actor(as_)
     custody = c.custody()
-    tr = custody.record("tr/" + transfer_id, "transfer")
-    art = custody.record("art/" + tr["artefact"], "artefact")
+    tr = custody.record(transfer_key(transfer_id), "transfer")
+    art = custody.record(artefact_key(tr["artefact"]), "artefact")
     sent = tr.get("package")
     if package is not None:
         _receive_package(ctx, custody, actor, tr, art, package, out, seal or [],
@@ -396,7 +397,7 @@ def _receive_package(ctx: typer.Context, custody: Custody, actor: ActorKey,
         dest.unlink(missing_ok=True)
         _rejected(ctx, json_, custody, actor, tr, art, opened.digests, "seal-mismatch",
                   _with_note(problem, reason), seals, opened.package_sha256)
-    with _undo_unless_recorded(custody, "tr/" + tr["id"],
+    with _undo_unless_recorded(custody, transfer_key(tr["id"]),
                                lambda rec: rec.get("status") == "accepted",
                                lambda: dest.unlink(missing_ok=True)):
         receipt = custody.receive(actor, transfer=tr["id"], digests=opened.digests,
@@ -643,7 +644,7 @@ def _print_others(others: list[Any]) -> None:
 def _visible(c: context.Ctx, artefact_id: str) -> bool:
     """Whether the verifier may read the artefact's record (a party to its case)."""
     try:
-        return c.reader().state("art/" + artefact_id) is not None
+        return c.reader().state(artefact_key(artefact_id)) is not None
     except LedgerError:
         return True  # the server refuses its own record: the verdict names that fault
 

@@ -20,6 +20,7 @@ from cli.commands.bundle import checkpoint_for, write_atomic_files
 from cli.options import As
 from cli.witness_opts import Quorum, Witnesses
 from ledger.core.errors import Forbidden, InvalidInput, NotFound, VerificationError
+from ledger.core.state import ARTEFACT, case_key
 
 if TYPE_CHECKING:
     from ledger.core.bundle import Bundle, VerifyResult
@@ -81,11 +82,11 @@ def _listing(c: context.Ctx, case: str, cp: Checkpoint) -> CaseListing:
         listing = scan_case((s.leaf for s in store.entries(0, cp.size)), case=case,
                             origin=cp.origin, size=cp.size, root=cp.root)
     except Forbidden:
-        rec = store.state("case/" + case)
+        rec = store.state(case_key(case))
         if rec is None:
             raise NotFound(f"unknown case {case!r}") from None
         arts = sorted((r.get("registered_at", 0), str(r["id"]))
-                      for _k, r in store.state_items("art/") if r.get("case") == case)
+                      for _k, r in store.state_items(ARTEFACT) if r.get("case") == case)
         return CaseListing(case, tuple(a for _i, a in arts), False, cp.size)
     if listing is None:
         raise NotFound(f"unknown case {case!r} at checkpoint size {cp.size}")

@@ -19,6 +19,7 @@ from cli.commands.setup import (
 )
 from cli.options import As, Json
 from ledger.core.errors import InvalidInput
+from ledger.core.state import ACTOR, ORG
 from ledger.core.vocab import ROLES
 
 org_app = typer.Typer(help="Organisations: one agency in one jurisdiction.",
@@ -171,7 +172,7 @@ def org_key_show(
 @org_app.command("list")
 def org_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """List organisations."""
-    context.listing(ctx, json_, "org/", ["id", "name", "jurisdiction"], as_)
+    context.listing(ctx, json_, ORG, ["id", "name", "jurisdiction"], as_)
 
 
 def parse_roles(value: str) -> list[str]:
@@ -265,5 +266,4 @@ def actor_revoke(
 @actor_app.command("list")
 def actor_list(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """List actors with their roles and status."""
-    context.listing(ctx, json_, "actor/", ["id", "org", "name", "roles", "status", "key_id"],
-                    as_)
+    context.listing(ctx, json_, ACTOR, ["id", "org", "name", "roles", "status", "key_id"], as_)

@@ -13,6 +13,7 @@ from cli import context
 from cli.options import As, Json
 from cli.witness_opts import Quorum, Witnesses, WitnessPolicy, check_witnessed, witness_policy
 from ledger.core.errors import InvalidInput, LedgerError, NotFound, VerificationError
+from ledger.core.state import LEDGER
 
 if TYPE_CHECKING:
 
@@ -56,7 +57,7 @@ def _print_note(ctx: typer.Context, json_: bool, note: str) -> None:
 @app.command("verifier-key")
 def verifier_key(ctx: typer.Context, json_: Json = False) -> None:
     """Print the log's public key as a C2SP note verifier key (name+keyid+base64)."""
-    ledger = context.get(ctx).reader().state("ledger")
+    ledger = context.get(ctx).reader().state(LEDGER)
     if ledger is None:
         raise NotFound("the log has no genesis entry")
     if context.want_json(ctx, json_):

@@ -21,6 +21,7 @@ import typer
 from cli import context
 from cli.options import As, Json
 from ledger.core.errors import InvalidInput, NotFound, VerificationError
+from ledger.core.state import transfer_key
 
 if TYPE_CHECKING:
     from ledger.store.base import LedgerStore
@@ -114,7 +115,7 @@ def _package_of(store: LedgerStore, transfer: str) -> dict[str, Any]:
     dispatch the record says it comes from."""
     from ledger.core import events as ev
 
-    record = store.state("tr/" + transfer)
+    record = store.state(transfer_key(transfer))
     if record is None:
         raise NotFound(f"unknown transfer {transfer!r}")
     package = record.get("package")

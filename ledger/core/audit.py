@@ -93,7 +93,8 @@ from ledger.core.canonical import MAX_DEPTH, canonical, parse
 from ledger.core.checkpoint import Checkpoint, verify_checkpoint
 from ledger.core.errors import InvalidInput, LedgerError, RuleViolation, VerificationError
 from ledger.core.events import Entry
-from ledger.core.rules import Context, MemoryState, Record, apply
+from ledger.core.rules import Context, MemoryState, apply
+from ledger.core.state import LEDGER, Record
 
 #: Failure kinds (stable codes, listed in docs/verification.md).
 KINDS: Final = ("missing", "leaf", "signature", "key", "time", "rule", "checkpoint",
@@ -875,7 +876,7 @@ def _log_key(replay: _Replay, given: str | None,
     ``genesis_keys`` (a log derived from a Fabric channel: signed by its organisation's
     node key, while the genesis names the founding organisation's node key), the genesis
     must name one of those keys and the given key signs the checkpoints."""
-    ledger = replay.state.get("ledger")
+    ledger = replay.state.get(LEDGER)
     recorded = None if ledger is None else ledger.get("log_key")
     if genesis_keys is not None and given is not None:
         if recorded is not None and recorded not in genesis_keys:
@@ -889,7 +890,7 @@ def _log_key(replay: _Replay, given: str | None,
 
 
 def _origin(replay: _Replay) -> str | None:
-    ledger = replay.state.get("ledger")
+    ledger = replay.state.get(LEDGER)
     return None if ledger is None else str(ledger["origin"])
 
 

@@ -29,6 +29,15 @@ from ledger.core.checkpoint import Checkpoint, verify_checkpoint, verify_cosigna
 from ledger.core.errors import InvalidInput, LedgerError, VerificationError
 from ledger.core.merkle_verify import verify_inclusion
 from ledger.core.rules import HISTORY_START, subjects
+from ledger.core.state import (
+    actor_key,
+    artefact_key,
+    artefact_subject,
+    digest_subject,
+    history_key,
+    legal_basis_key,
+    org_key,
+)
 from ledger.core.vocab import STRONG_DIGESTS
 
 FORMAT = "custody-bundle/v1"
@@ -330,12 +339,12 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
         digest = bundle.subject.get("sha256", "").lower()
         if sha is None:
             sha = digest
-        key = "hist/sha256/" + digest
+        key = history_key(digest_subject(digest))
         if key not in proven:
             run.fault("incomplete", f"no proof for {key!r}: cannot tell whether the digest "
                       "is registered", key=key)
             return _done(fail, run)
-        regs = _history(run, entries, key, proven[key], "sha256/" + digest)
+        regs = _history(run, entries, key, proven[key], digest_subject(digest))
         if proven[key] is None:
             return _done(VerifyResult("not-registered", None, sha, checkpoint=info,
                                       witnesses=named, complete=True), run)
@@ -345,7 +354,7 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
                       "the digest is in the bundle", key=key)
             return _done(fail, run)
         subject_id, also = ids[0], tuple(ids[1:])
-    key = "hist/art/" + subject_id
+    key = history_key(artefact_subject(subject_id))
     if key not in proven:
         run.fault("incomplete", f"no proof for {key!r}: the artefact's history cannot be "
                   "shown complete", key=key)
@@ -355,12 +364,12 @@ def verify_bundle(bundle: Bundle, *, log_key: str, evidence_sha256: str | None =
         return _done(VerifyResult("not-registered", subject_id, sha, checkpoint=info,
                                   witnesses=named, complete=True), run)
     # B7. Completeness: the artefact's entries fold to the proven accumulator.
-    chain = _history(run, entries, key, proven[key], "art/" + subject_id)
+    chain = _history(run, entries, key, proven[key], artefact_subject(subject_id))
     complete = not any(f.kind == "incomplete" for f in run.faults)
     # B8-B10. Keys, signatures and the custody chain.
     state = _replay(run, chain, entries, proven, subject_id)
     # B11. The artefact's state record, if proven, must agree with the replay.
-    art_key = "art/" + subject_id
+    art_key = artefact_key(subject_id)
     if state is not None and proven.get(art_key) is not None:
         rec = proven[art_key] or {}
         for name in ("custodian", "head", "open_transfer", "incidents", "digests", "case"):
@@ -428,7 +437,7 @@ def _replay(run: _Run, chain: Sequence[tuple[ev.Entry, bytes, tuple[bytes, ...]]
         event, p, i = signed.event, signed.event.payload, entry.index
         actor = _signer(run, signed, i, entries, proven)
         org_id = actor.get("org", "?") if actor else "?"
-        org = proven.get("org/" + org_id) or {}
+        org = proven.get(org_key(org_id)) or {}
         details: dict[str, Any] = {}
         if event.kind == ev.ARTEFACT_REGISTER and st:  # the rules refuse a duplicate id
             run.fault("chain", f"entry {i} registers {artefact} again; the registration "
@@ -512,7 +521,7 @@ def _signer(run: _Run, signed: ev.SignedEvent, index: int,
             proven: Mapping[str, dict[str, Any] | None]) -> dict[str, Any] | None:
     """B8-B9: the signer's key from its proven actor record and enrolment entry."""
     event = signed.event
-    key = "actor/" + event.signer
+    key = actor_key(event.signer)
     actor = proven.get(key)
     if actor is None:
         run.fault("key", f"entry {index}: no proven record of signer {event.signer!r}",
@@ -561,13 +570,13 @@ def _legal_basis(run: _Run, lb_id: str | None,
                  ) -> dict[str, Any] | None:
     if lb_id is None:
         return None
-    rec = proven.get("lb/" + lb_id)
+    rec = proven.get(legal_basis_key(lb_id))
     at = rec.get("recorded_at") if rec else None
     entry = entries.get(at) if _is_index(at) else None
     if entry is None or entry[0].signed.event.kind != ev.LEGAL_BASIS \
             or entry[0].signed.event.payload.get("id") != lb_id:
         run.fault("legal-basis", f"entry {index} cites legal basis {lb_id!r}, whose signed "
-                  "entry is not proven in the bundle", key="lb/" + lb_id, index=index)
+                  "entry is not proven in the bundle", key=legal_basis_key(lb_id), index=index)
         return None
     p = entry[0].signed.event.payload
     return {k: p.get(k) for k in ("id", "instrument", "reference", "issuing_state",

@@ -28,19 +28,29 @@ Rules (documented in ``docs/api.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ledger.core import events as ev
 from ledger.core.rules import StateView, case_orgs, may_access
+from ledger.core.state import (
+    ARTEFACT,
+    CASE,
+    DIRECTORY,
+    LEDGER,
+    LEGAL_BASIS,
+    TRANSFER,
+    Record,
+    actor_key,
+    artefact_key,
+    case_key,
+    kind_of,
+    legal_basis_key,
+    transfer_key,
+)
 
-Record = dict[str, Any]
 AUDITOR = "auditor"
 #: Roles for which holding an artefact's bytes is the capability to verify it and see its
 #: custody chain (``api.routes.artefacts.holds_bytes_capability``), case or no case.
 VERIFY_BY_BYTES_ROLES = frozenset({"court", AUDITOR})
-#: Organisations' encryption keys (``orgkey/``) are directory records too: a sender seals
-#: a package to the receiving organisation's current (public) key.
-DIRECTORY_PREFIXES = ("org/", "actor/", "orgadmin/", "orgkey/")
 DIRECTORY_KINDS = frozenset({ev.GENESIS, ev.ORG_REGISTER, ev.ACTOR_ENROL, ev.ACTOR_REVOKE,
                              ev.ORG_KEY, ev.ORG_KEY_REVOKE})
 
@@ -73,43 +83,42 @@ def can_see_artefact(view: StateView, caller: Caller, art: Record) -> bool:
     if caller.is_auditor or may_access(view, caller.record, art["id"]):
         return True
     open_tr = art.get("open_transfer")
-    tr = view.get("tr/" + open_tr) if open_tr else None
+    tr = view.get(transfer_key(open_tr)) if open_tr else None
     return tr is not None and tr["to_org"] == caller.org
 
 
 def can_see_transfer(view: StateView, caller: Caller, tr: Record) -> bool:
     if caller.is_auditor or caller.org in (tr["from_org"], tr["to_org"]):
         return True
-    art = view.get("art/" + tr["artefact"])
+    art = view.get(artefact_key(tr["artefact"]))
     return art is not None and can_see_artefact(view, caller, art)
 
 
 def can_see_legal_basis(view: StateView, caller: Caller, lb: Record) -> bool:
     if caller.is_auditor:
         return True
-    recorder = view.get("actor/" + str(lb.get("recorded_by")))
+    recorder = view.get(actor_key(str(lb.get("recorded_by"))))
     if recorder is not None and recorder["org"] == caller.org:
         return True
-    case = view.get("case/" + lb["case"]) if lb.get("case") else None
+    case = view.get(case_key(lb["case"])) if lb.get("case") else None
     if case is not None and can_see_case(view, caller, case):
         return True
     for art_id in lb.get("artefacts", ()):
-        art = view.get("art/" + art_id)
+        art = view.get(artefact_key(art_id))
         if art is not None and can_see_artefact(view, caller, art):
             return True
     return False
 
 
-_BY_PREFIX = {"case/": can_see_case, "art/": can_see_artefact, "tr/": can_see_transfer,
-              "lb/": can_see_legal_basis}
+_BY_PREFIX = {CASE: can_see_case, ARTEFACT: can_see_artefact, TRANSFER: can_see_transfer,
+              LEGAL_BASIS: can_see_legal_basis}
 
 
 def can_see_state(view: StateView, caller: Caller, key: str, record: Record) -> bool:
     """May ``caller`` read the world-state record ``key``?"""
-    if key == "ledger" or key.startswith(DIRECTORY_PREFIXES):
+    if key == LEDGER or key.startswith(DIRECTORY):
         return True
-    prefix = key.split("/", 1)[0] + "/"
-    check = _BY_PREFIX.get(prefix)
+    check = _BY_PREFIX.get(kind_of(key))
     if check is None:
         return caller.is_auditor
     return check(view, caller, record)
@@ -130,22 +139,22 @@ def can_see_event(view: StateView, caller: Caller, signed: ev.SignedEvent) -> bo
         return True
     p = event.payload
     if event.kind == ev.CASE_OPEN:
-        return visible(view, caller, "case/" + str(p.get("id"))) is not None
+        return visible(view, caller, case_key(str(p.get("id")))) is not None
     if event.kind == ev.CASE_ADD_MEMBER:
-        return visible(view, caller, "case/" + str(p.get("case"))) is not None
+        return visible(view, caller, case_key(str(p.get("case")))) is not None
     if event.kind == ev.LEGAL_BASIS:
-        return visible(view, caller, "lb/" + str(p.get("id"))) is not None
+        return visible(view, caller, legal_basis_key(str(p.get("id")))) is not None
     if event.kind == ev.ARTEFACT_REGISTER:
-        return visible(view, caller, "art/" + str(p.get("id"))) is not None
+        return visible(view, caller, artefact_key(str(p.get("id")))) is not None
     if event.kind in (ev.DISPATCH, ev.RECEIPT) and visible(
-            view, caller, "tr/" + str(p.get("transfer"))) is not None:
+            view, caller, transfer_key(str(p.get("transfer")))) is not None:
         return True
-    return visible(view, caller, "art/" + str(p.get("artefact"))) is not None
+    return visible(view, caller, artefact_key(str(p.get("artefact")))) is not None
 
 
 #: Payload fields naming objects that must be visible to the signer before an event
 #: about them is even considered (else 404, exactly like an unknown id).
-REFERENCED = (("case", "case/"), ("artefact", "art/"))
+REFERENCED = (("case", CASE), ("artefact", ARTEFACT))
 
 
 def hidden_reference(view: StateView, caller: Caller, signed: ev.SignedEvent,
@@ -160,19 +169,19 @@ def hidden_reference(view: StateView, caller: Caller, signed: ev.SignedEvent,
     if signed.event.kind == ev.VERIFICATION and caller.roles & VERIFY_BY_BYTES_ROLES:
         # A court holding the bytes may log its verification of any artefact: it proves
         # that it holds them by the registered SHA-256 (the verdict is then authentic).
-        art = view.get("art/" + str(p.get("artefact")))
+        art = view.get(artefact_key(str(p.get("artefact"))))
         if art is not None and art["digests"].get("sha256") == p.get("sha256"):
             return None
     for field, prefix in REFERENCED:
         value = p.get(field)
         if isinstance(value, str) and prefix + value not in created \
                 and visible(view, caller, prefix + value) is None:
-            return f"{'artefact' if prefix == 'art/' else 'case'} {value!r}"
+            return f"{'artefact' if prefix == ARTEFACT else 'case'} {value!r}"
     arts = p.get("artefacts") if signed.event.kind == ev.LEGAL_BASIS else None
     if isinstance(arts, list):
         for value in arts:
-            if isinstance(value, str) and "art/" + value not in created \
-                    and visible(view, caller, "art/" + value) is None:
+            if isinstance(value, str) and artefact_key(value) not in created \
+                    and visible(view, caller, artefact_key(value)) is None:
                 return f"artefact {value!r}"
     return None
 
@@ -183,7 +192,7 @@ def created_keys(signed: ev.SignedEvent) -> tuple[str, ...]:
     if not isinstance(ident, str):
         return ()
     if signed.event.kind == ev.ARTEFACT_REGISTER:
-        return ("art/" + ident,)
+        return (artefact_key(ident),)
     if signed.event.kind == ev.CASE_OPEN:
-        return ("case/" + ident,)
+        return (case_key(ident),)
     return ()

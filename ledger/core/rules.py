@@ -2,21 +2,11 @@
 
 ``apply(view, signed, ctx) -> Effects`` checks one signed event against the current
 state and returns the writes it causes, or raises :class:`RuleViolation` naming the
-rule. The state is a map of JSON records by key (``org/ID``, ``orgadmin/ID``,
-``orgkey/ID``, ``actor/ID``, ``case/ID``, ``lb/ID``, ``art/ID``, ``tr/ID``,
-``sha/SHA256HEX``, ``hist/SUBJECT``, ``nonce/HEX``, ``ledger``), so the same function
+rule. The state is a map of JSON records by key (``org/ID``, ``art/ID``, ``ledger``...:
+the keys and the records they hold are :mod:`ledger.core.state`), so the same function
 runs over an in-memory dict (audit), the SQL ``state`` table, or Fabric world state.
-
-Records added for sealed evidence exchange (older records lack the newer fields, so
-readers use ``.get`` with a default):
-
-* ``orgkey/ORG`` = ``{"org", "current": key id or None, "keys": {key id: {"recipient",
-  "status": "current"|"retired"|"revoked", "enrolled_at", "revoked_at", "reason"}}}``,
-  written by ``org.key`` and ``org.key.revoke``;
-* ``tr/ID`` also holds ``"seals"`` and ``"package"`` (the dispatch's sealed package or
-  None) and, once received, ``"package_received"`` and ``"seal_discrepancy"``;
-* ``sha/SHA256HEX`` = ``{"artefacts": [{"id", "case"}, ...]}``: every registration of
-  those bytes, in log order (the ``duplicate-bytes`` rule reads it).
+Records written before a field existed lack it (the ``NotRequired`` fields of the
+records), so readers use ``.get`` with a default for those.
 
 Rule codes (stable, machine-readable) are listed in ``docs/rules.md``. Every rule that
 involves time uses ``ctx.ledger_time`` (assigned at append), never the claimed time,
@@ -28,16 +18,45 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ledger.core import events as ev
 from ledger.core import merkle
 from ledger.core import payloads as pl
 from ledger.core.errors import Conflict, InvalidSignature, RuleViolation
+from ledger.core.state import (
+    LEDGER,
+    ActorRecord,
+    ArtefactRecord,
+    CaseRecord,
+    DigestRecord,
+    HistoryRecord,
+    LedgerRecord,
+    NonceRecord,
+    OrgKeyEntry,
+    OrgKeysRecord,
+    OrgRecord,
+    PackageRecord,
+    Record,
+    TransferRecord,
+    actor_key,
+    artefact_key,
+    artefact_subject,
+    case_key,
+    digest_key,
+    digest_ref,
+    digest_subject,
+    history_key,
+    legal_basis_key,
+    nonce_key,
+    org_admin_key,
+    org_key,
+    org_keys_key,
+    transfer_key,
+)
 from ledger.core.vocab import CUSTODIAL_ROLES, DOMESTIC_ONLY_INSTRUMENTS, STRONG_DIGESTS
-
-Record = dict[str, Any]
 
 
 class StateView(Protocol):
@@ -70,7 +89,9 @@ class Context:
 class Effects:
     """The outcome of applying one event."""
 
-    writes: dict[str, Record] = field(default_factory=dict)
+    #: State key -> the record written (the records of :mod:`ledger.core.state`; ``Any``
+    #: so that each kind's ``TypedDict`` fits).
+    writes: dict[str, Any] = field(default_factory=dict)
     #: Object ids this event concerns, for history look-ups (artefact, case, transfer...).
     refs: list[str] = field(default_factory=list)
     #: What a caller may want to report (artefact id, receipt outcome...).
@@ -101,11 +122,27 @@ def _need(view: StateView, key: str, what: str) -> Record:
     return rec
 
 
+def _artefact(view: StateView, artefact_id: str, what: str = "artefact") -> ArtefactRecord:
+    return cast(ArtefactRecord, _need(view, artefact_key(artefact_id), what))
+
+
+def _transfer(view: StateView, transfer_id: str) -> TransferRecord:
+    return cast(TransferRecord, _need(view, transfer_key(transfer_id), "transfer"))
+
+
+def _case(view: StateView, case_id: str) -> CaseRecord:
+    return cast(CaseRecord, _need(view, case_key(case_id), "case"))
+
+
+def _org(view: StateView, org_id: str) -> OrgRecord:
+    return cast(OrgRecord, _need(view, org_key(org_id), "organisation"))
+
+
 def _date(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).date().isoformat()
 
 
-def _pub(actor: Record) -> bytes:
+def _pub(actor: ActorRecord) -> bytes:
     return base64.b64decode(actor["public_key"])
 
 
@@ -115,12 +152,12 @@ def apply(view: StateView, signed: ev.SignedEvent, ctx: Context) -> Effects:
     payload = pl.validate(event.kind, event.payload)
     if event.kind == ev.GENESIS:
         return _genesis(view, signed, payload, ctx)
-    ledger = view.get("ledger")
+    ledger = cast(LedgerRecord | None, view.get(LEDGER))
     if ledger is None:
         raise _refuse("no-genesis", "the ledger has no genesis event yet")
     signer = _check_envelope(view, ledger, signed, ctx)
-    nonce_key = "nonce/" + event.nonce
-    if view.get(nonce_key) is not None:
+    used = nonce_key(event.nonce)
+    if view.get(used) is not None:
         raise Conflict("replay", f"nonce {event.nonce} was already used on this ledger")
     handler = _HANDLERS[event.kind]
     if event.kind in _NEEDS_ROLE and not set(signer["roles"]) & _NEEDS_ROLE[event.kind]:
@@ -129,20 +166,23 @@ def apply(view: StateView, signed: ev.SignedEvent, ctx: Context) -> Effects:
             f"perform {event.kind}; it needs one of: {', '.join(sorted(_NEEDS_ROLE[event.kind]))}")
     effects: Effects = handler(view, signer, event, payload, ctx)
     if event.kind in _HEAD_MOVERS:
-        effects.writes["art/" + payload.artefact if event.kind != ev.ARTEFACT_REGISTER
-                       else "art/" + payload.id]["head"] = signed.event_id
+        effects.writes[artefact_key(payload.artefact if event.kind != ev.ARTEFACT_REGISTER
+                                    else payload.id)]["head"] = signed.event_id
     # The result is kept with the nonce so an idempotent retry can return it.
-    effects.writes[nonce_key] = {"event_id": signed.event_id, "index": ctx.index,
-                                 "result": effects.result}
+    effects.writes[used] = _nonce_record(signed, ctx, effects.result)
     effects.refs.append(signer["id"])
     subjects_ = subjects(event) if ctx.history else []
     if subjects_:
         leaf_hash = ctx.leaf_hash_of(signed)
         for subject in subjects_:
-            key = "hist/" + subject
+            key = history_key(subject)
             prev = effects.writes.get(key) or view.get(key)
             effects.writes[key] = advance_history(prev, ctx.index, leaf_hash)
     return effects
+
+
+def _nonce_record(signed: ev.SignedEvent, ctx: Context, result: dict[str, Any]) -> NonceRecord:
+    return {"event_id": signed.event_id, "index": ctx.index, "result": result}
 
 
 def subjects(event: ev.Event) -> list[str]:
@@ -155,16 +195,17 @@ def subjects(event: ev.Event) -> list[str]:
     verifier holding only that checkpoint know it has ALL of an artefact's events."""
     p = event.payload
     if event.kind == ev.ARTEFACT_REGISTER:
-        return ["art/" + p["id"], "sha256/" + p["digests"]["sha256"]]
+        return [artefact_subject(p["id"]), digest_subject(p["digests"]["sha256"])]
     if event.kind in _ARTEFACT_KINDS:
-        return ["art/" + p["artefact"]]
+        return [artefact_subject(p["artefact"])]
     return []
 
 
 HISTORY_START = "00" * 32
 
 
-def advance_history(prev: Record | None, index: int, leaf_hash: bytes) -> Record:
+def advance_history(prev: Mapping[str, Any] | None, index: int,
+                    leaf_hash: bytes) -> HistoryRecord:
     """``{"n", "first", "last", "acc"}`` after one more entry of a subject, where
     ``acc = SHA-256(acc_before || leaf_hash)`` starting from 32 zero bytes."""
     acc = bytes.fromhex(prev["acc"] if prev else HISTORY_START)
@@ -173,8 +214,8 @@ def advance_history(prev: Record | None, index: int, leaf_hash: bytes) -> Record
             "acc": hashlib.sha256(acc + leaf_hash).hexdigest()}
 
 
-def _check_envelope(view: StateView, ledger: Record, signed: ev.SignedEvent,
-                    ctx: Context) -> Record:
+def _check_envelope(view: StateView, ledger: LedgerRecord, signed: ev.SignedEvent,
+                    ctx: Context) -> ActorRecord:
     event = signed.event
     if event.origin != ledger["origin"]:
         raise _refuse("origin", f"event is for ledger {event.origin!r}, not {ledger['origin']!r}")
@@ -187,7 +228,7 @@ def _check_envelope(view: StateView, ledger: Record, signed: ev.SignedEvent,
         raise _refuse("clock-skew", f"claimed time differs from ledger time by "
                       f"{abs(event.claimed_time - ctx.ledger_time) // 1000} s, more than the "
                       f"allowed {skew // 1000} s; check the signer's clock")
-    actor = view.get("actor/" + event.signer)
+    actor = cast(ActorRecord | None, view.get(actor_key(event.signer)))
     if actor is None:
         raise _refuse("unknown-signer", f"unknown signer {event.signer!r}")
     if actor["status"] != "active":
@@ -202,7 +243,7 @@ def _check_envelope(view: StateView, ledger: Record, signed: ev.SignedEvent,
 
 def _genesis(view: StateView, signed: ev.SignedEvent, p: pl.Genesis, ctx: Context) -> Effects:
     event = signed.event
-    if view.get("ledger") is not None or ctx.index != 0:
+    if view.get(LEDGER) is not None or ctx.index != 0:
         raise _refuse("genesis", "a genesis event is only valid as entry 0 of a new ledger")
     if p.actor.org != p.org.id or event.signer != p.actor.id or "admin" not in p.actor.roles:
         raise _refuse("genesis", "the genesis event must be signed by an admin of its own org")
@@ -217,131 +258,133 @@ def _genesis(view: StateView, signed: ev.SignedEvent, p: pl.Genesis, ctx: Contex
         raise _refuse("signature", f"genesis signature does not verify: {exc}") from exc
     org = {**p.org.model_dump(), "registered_at": ctx.index}
     actor = _actor_record(p.actor, ctx)
-    ledger = {"origin": event.origin, "log_key": p.log_key, "skew_ms": p.skew_ms,
-              "genesis": signed.event_id}
+    ledger: LedgerRecord = {"origin": event.origin, "log_key": p.log_key,
+                            "skew_ms": p.skew_ms, "genesis": signed.event_id}
     if p.rules > 1:  # a first-release ledger's record stays exactly as it was
         ledger["rules"] = p.rules
     result = {"origin": event.origin}
     return Effects(
-        writes={"ledger": ledger, f"org/{p.org.id}": org, f"actor/{p.actor.id}": actor,
-                f"orgadmin/{p.org.id}": {"actor": p.actor.id},
-                "nonce/" + event.nonce: {"event_id": signed.event_id, "index": ctx.index,
-                                         "result": result}},
+        writes={LEDGER: ledger, org_key(p.org.id): org, actor_key(p.actor.id): actor,
+                org_admin_key(p.org.id): {"actor": p.actor.id},
+                nonce_key(event.nonce): _nonce_record(signed, ctx, result)},
         refs=[p.org.id, p.actor.id], result=result)
 
 
-def _actor_record(a: pl.ActorInfo, ctx: Context) -> Record:
-    return {**a.model_dump(), "key_id": ev.actor_key_id(a.id, base64.b64decode(a.public_key)),
-            "status": "active", "enrolled_at": ctx.index, "revoked_at": None}
+def _actor_record(a: pl.ActorInfo, ctx: Context) -> ActorRecord:
+    return cast(ActorRecord, {
+        **a.model_dump(), "key_id": ev.actor_key_id(a.id, base64.b64decode(a.public_key)),
+        "status": "active", "enrolled_at": ctx.index, "revoked_at": None})
 
 
-def _org_register(view: StateView, signer: Record, e: ev.Event, p: pl.OrgRegister,
+def _org_register(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.OrgRegister,
                   ctx: Context) -> Effects:
-    if view.get("org/" + p.id) is not None:
+    if view.get(org_key(p.id)) is not None:
         raise Conflict("duplicate-id", f"organisation {p.id} already exists")
-    return Effects({f"org/{p.id}": {**p.model_dump(), "registered_at": ctx.index}}, [p.id],
+    return Effects({org_key(p.id): {**p.model_dump(), "registered_at": ctx.index}}, [p.id],
                    {"org": p.id})
 
 
-def _actor_enrol(view: StateView, signer: Record, e: ev.Event, p: pl.ActorEnrol,
+def _actor_enrol(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.ActorEnrol,
                  ctx: Context) -> Effects:
-    _need(view, "org/" + p.org, "organisation")
-    if view.get("actor/" + p.id) is not None:
+    _org(view, p.org)
+    if view.get(actor_key(p.id)) is not None:
         raise Conflict("duplicate-id", f"actor {p.id} already exists")
     _check_admin_scope(view, signer, p.org, "enrol its actors")
-    writes = {f"actor/{p.id}": _actor_record(p, ctx)}
+    writes: dict[str, Any] = {actor_key(p.id): _actor_record(p, ctx)}
     if "admin" in p.roles:
-        writes[f"orgadmin/{p.org}"] = {"actor": p.id}
+        writes[org_admin_key(p.org)] = {"actor": p.id}
     return Effects(writes, [p.id, p.org], {"actor": p.id})
 
 
-def _actor_revoke(view: StateView, signer: Record, e: ev.Event, p: pl.ActorRevoke,
+def _actor_revoke(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.ActorRevoke,
                   ctx: Context) -> Effects:
-    target = _need(view, "actor/" + p.actor, "actor")
+    target = cast(ActorRecord, _need(view, actor_key(p.actor), "actor"))
     _check_admin_scope(view, signer, target["org"], f"revoke {p.actor}")
     if target["status"] != "active":
         raise _refuse("revoked-key", f"actor {p.actor} is already revoked")
-    rec = {**target, "status": "revoked", "revoked_at": ctx.index, "revoke_reason": p.reason}
-    return Effects({f"actor/{p.actor}": rec}, [p.actor], {"actor": p.actor})
+    rec: ActorRecord = {**target, "status": "revoked", "revoked_at": ctx.index,
+                        "revoke_reason": p.reason}
+    return Effects({actor_key(p.actor): rec}, [p.actor], {"actor": p.actor})
 
 
-def _check_admin_scope(view: StateView, signer: Record, org: str, what: str) -> None:
+def _check_admin_scope(view: StateView, signer: ActorRecord, org: str, what: str) -> None:
     """An admin acts for another organisation only while that one has no admin of its
     own (the bootstrap of :func:`_actor_enrol`)."""
-    if signer["org"] != org and view.get(f"orgadmin/{org}") is not None:
+    if signer["org"] != org and view.get(org_admin_key(org)) is not None:
         raise _refuse("admin-scope", f"only an admin of {org} may {what}")
 
 
-def _org_key(view: StateView, signer: Record, e: ev.Event, p: pl.OrgKey,
+def _org_key(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.OrgKey,
              ctx: Context) -> Effects:
-    _need(view, "org/" + p.org, "organisation")
+    _org(view, p.org)
     _check_admin_scope(view, signer, p.org, "enrol its encryption keys")
-    rec = view.get("orgkey/" + p.org) or {"org": p.org, "current": None, "keys": {}}
+    rec = cast(OrgKeysRecord | None, view.get(org_keys_key(p.org))) or {
+        "org": p.org, "current": None, "keys": {}}
     key_id = ev.org_key_id(p.recipient)
     for kid, key in rec["keys"].items():
         if key["recipient"] == p.recipient or kid == key_id:
             raise Conflict("duplicate-id", f"the encryption key {kid} is already enrolled "
                            f"for {p.org} ({key['status']}); a new key needs a new recipient")
-    keys = {kid: dict(key) for kid, key in rec["keys"].items()}
+    keys = {kid: OrgKeyEntry(**key) for kid, key in rec["keys"].items()}
     retired = rec.get("current")
     if retired is not None:
         keys[retired]["status"] = "retired"
     keys[key_id] = {"recipient": p.recipient, "status": "current", "enrolled_at": ctx.index,
                     "revoked_at": None, "reason": ""}
-    new = {"org": p.org, "current": key_id, "keys": keys}
-    return Effects({f"orgkey/{p.org}": new}, [p.org],
+    new: OrgKeysRecord = {"org": p.org, "current": key_id, "keys": keys}
+    return Effects({org_keys_key(p.org): new}, [p.org],
                    {"org": p.org, "key_id": key_id, "retired": retired})
 
 
-def _org_key_revoke(view: StateView, signer: Record, e: ev.Event, p: pl.OrgKeyRevoke,
+def _org_key_revoke(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.OrgKeyRevoke,
                     ctx: Context) -> Effects:
-    _need(view, "org/" + p.org, "organisation")
+    _org(view, p.org)
     _check_admin_scope(view, signer, p.org, "revoke its encryption keys")
-    rec = view.get("orgkey/" + p.org)
+    rec = cast(OrgKeysRecord | None, view.get(org_keys_key(p.org)))
     key = rec["keys"].get(p.key_id) if rec is not None else None
     if rec is None or key is None:
         raise _refuse("unknown-orgkey", f"organisation {p.org} has no encryption key {p.key_id}")
     if key["status"] == "revoked":
         raise _refuse("revoked-key", f"the encryption key {p.key_id} of {p.org} was already "
                       f"revoked at log index {key['revoked_at']}")
-    keys = {kid: dict(k) for kid, k in rec["keys"].items()}
+    keys = {kid: OrgKeyEntry(**k) for kid, k in rec["keys"].items()}
     keys[p.key_id] |= {"status": "revoked", "revoked_at": ctx.index, "reason": p.reason}
     current = None if rec.get("current") == p.key_id else rec.get("current")
-    new = {"org": p.org, "current": current, "keys": keys}
-    return Effects({f"orgkey/{p.org}": new}, [p.org],
+    new: OrgKeysRecord = {"org": p.org, "current": current, "keys": keys}
+    return Effects({org_keys_key(p.org): new}, [p.org],
                    {"org": p.org, "key_id": p.key_id, "current": current})
 
 
-def _case_open(view: StateView, signer: Record, e: ev.Event, p: pl.CaseOpen,
+def _case_open(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.CaseOpen,
                ctx: Context) -> Effects:
-    if view.get("case/" + p.id) is not None:
+    if view.get(case_key(p.id)) is not None:
         raise Conflict("duplicate-id", f"case {p.id} already exists")
-    rec = {"id": p.id, "title": p.title, "lead_org": signer["org"], "members": [],
-           "opened_at": ctx.index}
-    return Effects({f"case/{p.id}": rec}, [p.id], {"case": p.id})
+    rec: CaseRecord = {"id": p.id, "title": p.title, "lead_org": signer["org"], "members": [],
+                       "opened_at": ctx.index}
+    return Effects({case_key(p.id): rec}, [p.id], {"case": p.id})
 
 
-def case_orgs(case: Record) -> set[str]:
+def case_orgs(case: Mapping[str, Any]) -> set[str]:
     """The organisations of a case: its lead and its members."""
     return {case["lead_org"], *case["members"]}
 
 
-def _case_add_member(view: StateView, signer: Record, e: ev.Event, p: pl.CaseAddMember,
+def _case_add_member(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.CaseAddMember,
                      ctx: Context) -> Effects:
-    case = _need(view, "case/" + p.case, "case")
-    _need(view, "org/" + p.org, "organisation")
+    case = _case(view, p.case)
+    _org(view, p.org)
     if signer["org"] != case["lead_org"]:
         raise _refuse("case-lead", f"only the lead organisation {case['lead_org']} may add "
                       f"members to case {p.case}")
     if p.org in case_orgs(case):
         raise Conflict("duplicate-id", f"{p.org} is already a member of case {p.case}")
-    rec = {**case, "members": [*case["members"], p.org]}
-    return Effects({f"case/{p.case}": rec}, [p.case, p.org], {"case": p.case})
+    rec: CaseRecord = {**case, "members": [*case["members"], p.org]}
+    return Effects({case_key(p.case): rec}, [p.case, p.org], {"case": p.case})
 
 
-def _legal_basis(view: StateView, signer: Record, e: ev.Event, p: pl.LegalBasis,
+def _legal_basis(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.LegalBasis,
                  ctx: Context) -> Effects:
-    if view.get("lb/" + p.id) is not None:
+    if view.get(legal_basis_key(p.id)) is not None:
         raise Conflict("duplicate-id", f"legal basis {p.id} already exists")
     if p.valid_until < p.valid_from:
         raise _refuse("legal-basis-window", "valid_until is before valid_from")
@@ -351,16 +394,16 @@ def _legal_basis(view: StateView, signer: Record, e: ev.Event, p: pl.LegalBasis,
     if p.case is None and not p.artefacts:
         raise _refuse("legal-basis-scope", "a legal basis must name a case or artefacts")
     if p.case is not None:
-        _need(view, "case/" + p.case, "case")
+        _case(view, p.case)
     for art in p.artefacts:
-        _need(view, "art/" + art, "artefact")
-    org = _need(view, "org/" + signer["org"], "organisation")
+        _artefact(view, art)
+    org = _org(view, signer["org"])
     if org["jurisdiction"] not in (p.issuing_state, p.executing_state):
         raise _refuse("legal-basis-state", f"{signer['org']} ({org['jurisdiction']}) is neither "
                       "the issuing nor the executing state of this instrument")
     rec = {**p.model_dump(), "recorded_by": signer["id"], "recorded_at": ctx.index}
-    return Effects({f"lb/{p.id}": rec}, [p.id, *([p.case] if p.case else []), *p.artefacts],
-                   {"legal_basis": p.id})
+    return Effects({legal_basis_key(p.id): rec},
+                   [p.id, *([p.case] if p.case else []), *p.artefacts], {"legal_basis": p.id})
 
 
 RULES = 2
@@ -376,7 +419,7 @@ rules at receipt. The new payload fields (``duplicate_of``, ``package``,
 
 
 def _version(view: StateView) -> int:
-    ledger = view.get("ledger")
+    ledger = view.get(LEDGER)
     return int(ledger.get("rules", 1)) if ledger is not None else RULES
 
 
@@ -386,53 +429,57 @@ def _needs_v2(view: StateView, what: str) -> None:
                       f"which has no {what}; create a new ledger to use it")
 
 
-def _artefact_register(view: StateView, signer: Record, e: ev.Event, p: pl.ArtefactRegister,
+def _artefact_register(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.ArtefactRegister,
                        ctx: Context) -> Effects:
-    if view.get("art/" + p.id) is not None:
+    if view.get(artefact_key(p.id)) is not None:
         raise Conflict("duplicate-id", f"artefact {p.id} already exists")
-    case = _need(view, "case/" + p.case, "case")
+    case = _case(view, p.case)
     if signer["org"] not in case_orgs(case):
         raise _refuse("case-member", f"{signer['org']} is not a member of case {p.case}")
     for parent in p.parents:
-        if _need(view, "art/" + parent, "parent artefact")["case"] != p.case:
+        if _artefact(view, parent, "parent artefact")["case"] != p.case:
             raise _refuse("parent-case", f"parent {parent} belongs to another case")
     sha256 = p.digests["sha256"]
     v2 = _version(view) >= 2
     if p.duplicate_of is not None:
         _needs_v2(view, "duplicate_of")
-    if p.duplicate_of is not None and _need(view, "art/" + p.duplicate_of, "artefact")[
+    if p.duplicate_of is not None and _artefact(view, p.duplicate_of)[
             "digests"]["sha256"] != sha256:
         raise _refuse("duplicate-of", f"duplicate_of names {p.duplicate_of}, whose registered "
                       "sha256 differs from this registration's")
-    index = (view.get("sha/" + sha256) if v2 else None) or {"artefacts": []}
+    index = cast(DigestRecord | None, view.get(digest_key(sha256)) if v2 else None) or {
+        "artefacts": []}
     same_case = [a["id"] for a in index["artefacts"] if a["case"] == p.case]
     if same_case and p.duplicate_of not in same_case and not set(p.parents) & set(same_case):
         raise _refuse("duplicate-bytes", f"these bytes (sha256 {sha256}) are already "
                       f"registered in case {p.case} as {', '.join(same_case)}; register it "
                       "with --duplicate-of ID or --derived-from ID")
-    rec = {"id": p.id, "case": p.case, "exhibit": p.exhibit, "type": p.type,
-           "digests": p.digests, "size": p.size, "parents": p.parents,
-           "custodian": signer["org"], "head": "", "open_transfer": None,
-           "registered_at": ctx.index, "registered_by": signer["id"], "incidents": 0}
+    rec: ArtefactRecord = {
+        "id": p.id, "case": p.case, "exhibit": p.exhibit, "type": p.type,
+        "digests": p.digests, "size": p.size, "parents": p.parents,
+        "custodian": signer["org"], "head": "", "open_transfer": None,
+        "registered_at": ctx.index, "registered_by": signer["id"], "incidents": 0}
     if p.duplicate_of is not None:
         rec["duplicate_of"] = p.duplicate_of
-    sha_rec = {"artefacts": [*index["artefacts"], {"id": p.id, "case": p.case}]}
+    sha_rec: DigestRecord = {"artefacts": [*index["artefacts"], {"id": p.id, "case": p.case}]}
     refs = [p.id, p.case, *p.parents, *([p.duplicate_of] if p.duplicate_of else []),
-            "sha256:" + sha256]
-    writes = {f"art/{p.id}": rec, f"sha/{sha256}": sha_rec} if v2 else {f"art/{p.id}": rec}
+            digest_ref(sha256)]
+    writes: dict[str, Any] = {artefact_key(p.id): rec}
+    if v2:
+        writes[digest_key(sha256)] = sha_rec
     return Effects(writes, refs,
                    {"artefact": p.id, "custodian": signer["org"]})
 
 
-def _check_head(art: Record, e: ev.Event) -> None:
+def _check_head(art: ArtefactRecord, e: ev.Event) -> None:
     if e.prev != art["head"]:
         raise Conflict("stale-head", f"artefact {art['id']} changed since this event was "
                        "prepared (another custody event won); re-read it and try again")
 
 
-def _dispatch(view: StateView, signer: Record, e: ev.Event, p: pl.Dispatch,
+def _dispatch(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.Dispatch,
               ctx: Context) -> Effects:
-    art = _need(view, "art/" + p.artefact, "artefact")
+    art = _artefact(view, p.artefact)
     _check_head(art, e)
     if signer["org"] != art["custodian"]:
         raise _refuse("not-custodian", f"{signer['org']} is not the custodian of {p.artefact} "
@@ -440,37 +487,38 @@ def _dispatch(view: StateView, signer: Record, e: ev.Event, p: pl.Dispatch,
     if art["open_transfer"] is not None:
         raise Conflict("open-dispatch", f"artefact {p.artefact} already has an open dispatch "
                        f"({art['open_transfer']})")
-    if view.get("tr/" + p.transfer) is not None:
+    if view.get(transfer_key(p.transfer)) is not None:
         raise Conflict("duplicate-id", f"transfer {p.transfer} already exists")
-    to_org = _need(view, "org/" + p.to_org, "organisation")
+    to_org = _org(view, p.to_org)
     if p.to_org == art["custodian"]:
         raise _refuse("self-dispatch", f"{p.to_org} already holds {p.artefact}")
-    if p.to_actor is not None and _need(view, "actor/" + p.to_actor, "actor")["org"] != p.to_org:
+    if p.to_actor is not None and _need(view, actor_key(p.to_actor), "actor")["org"] != p.to_org:
         raise _refuse("to-actor", f"actor {p.to_actor} does not belong to {p.to_org}")
-    from_org = _need(view, "org/" + art["custodian"], "organisation")
+    from_org = _org(view, art["custodian"])
     if p.legal_basis is not None or from_org["jurisdiction"] != to_org["jurisdiction"]:
         _check_legal_basis(view, art, p, from_org["jurisdiction"], to_org["jurisdiction"], ctx)
     if p.package is not None:
         _needs_v2(view, "sealed packages")
         _check_package(view, art, p.to_org, p.package)
-    tr: Record = {"id": p.transfer, "artefact": p.artefact, "from_org": art["custodian"],
+    tr: TransferRecord = {"id": p.transfer, "artefact": p.artefact, "from_org": art["custodian"],
                   "to_org": p.to_org, "to_actor": p.to_actor, "legal_basis": p.legal_basis,
                   "status": "open", "dispatched_at": ctx.index, "closed_at": None}
     if _version(view) >= 2:
         tr |= {"seals": list(p.seals),
-               "package": p.package.model_dump() if p.package is not None else None}
-    new_art = {**art, "open_transfer": p.transfer}
-    return Effects({f"art/{p.artefact}": new_art, f"tr/{p.transfer}": tr},
+               "package": cast(PackageRecord, p.package.model_dump())
+               if p.package is not None else None}
+    new_art: ArtefactRecord = {**art, "open_transfer": p.transfer}
+    return Effects({artefact_key(p.artefact): new_art, transfer_key(p.transfer): tr},
                    [p.artefact, p.transfer, art["case"]],
                    {"transfer": p.transfer, "artefact": p.artefact})
 
 
-def _check_legal_basis(view: StateView, art: Record, p: pl.Dispatch, from_j: str, to_j: str,
+def _check_legal_basis(view: StateView, art: ArtefactRecord, p: pl.Dispatch, from_j: str, to_j: str,
                        ctx: Context) -> None:
     if p.legal_basis is None:
         raise _refuse("legal-basis-required", f"dispatch from {from_j} to {to_j} crosses a "
                       "border and needs a legal basis (MLAT request, EIO, ...)")
-    lb = _need(view, "lb/" + p.legal_basis, "legal basis")
+    lb = _need(view, legal_basis_key(p.legal_basis), "legal basis")
     states = {lb["issuing_state"], lb["executing_state"]}
     if from_j != to_j and lb["instrument"] in DOMESTIC_ONLY_INSTRUMENTS:
         raise _refuse("legal-basis-instrument", f"a {lb['instrument']} does not authorise a "
@@ -490,10 +538,11 @@ def _check_legal_basis(view: StateView, art: Record, p: pl.Dispatch, from_j: str
                       f"{art['id']}")
 
 
-def _check_package(view: StateView, art: Record, to_org: str, pkg: pl.Package) -> None:
+def _check_package(view: StateView, art: ArtefactRecord, to_org: str,
+                   pkg: pl.Package) -> None:
     """A sealed package goes to the receiving organisation's current key (and only to
     keys of the sender besides), and holds the registered bytes."""
-    receiving = view.get("orgkey/" + to_org)
+    receiving = cast(OrgKeysRecord | None, view.get(org_keys_key(to_org)))
     current = receiving.get("current") if receiving is not None else None
     if pkg.recipient != current:
         raise _refuse("package-recipient", (
@@ -502,7 +551,7 @@ def _check_package(view: StateView, art: Record, to_org: str, pkg: pl.Package) -
             f"the package is sealed to key {pkg.recipient}, but {to_org} has no current "
             "encryption key; it must enrol one first"))
     sender = art["custodian"]
-    sending = view.get("orgkey/" + sender)
+    sending = cast(OrgKeysRecord | None, view.get(org_keys_key(sender)))
     for kid in pkg.also_to:
         key = sending["keys"].get(kid) if sending is not None else None
         if key is None:
@@ -520,10 +569,10 @@ def _check_package(view: StateView, art: Record, to_org: str, pkg: pl.Package) -
                       "registered bytes")
 
 
-def _receipt(view: StateView, signer: Record, e: ev.Event, p: pl.Receipt,
+def _receipt(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.Receipt,
              ctx: Context) -> Effects:
-    art = _need(view, "art/" + p.artefact, "artefact")
-    tr = _need(view, "tr/" + p.transfer, "transfer")
+    art = _artefact(view, p.artefact)
+    tr = _transfer(view, p.transfer)
     _check_head(art, e)
     if tr["artefact"] != p.artefact or art["open_transfer"] != p.transfer:
         raise _refuse("no-open-dispatch", f"transfer {p.transfer} is not the open dispatch of "
@@ -558,31 +607,32 @@ def _receipt(view: StateView, signer: Record, e: ev.Event, p: pl.Receipt,
                       f"(sha256 {package['sha256']}); record a rejection instead")
     # A rejection is an integrity incident; so is an acceptance with a seal discrepancy.
     incident = not accepted or bool(p.seal_discrepancy)
-    new_art = {**art, "open_transfer": None,
-               "custodian": tr["to_org"] if accepted else art["custodian"],
-               "incidents": art["incidents"] + (1 if incident else 0)}
-    new_tr = {**tr, "status": p.outcome, "closed_at": ctx.index, "mismatched": differ}
+    new_art: ArtefactRecord = {**art, "open_transfer": None,
+                               "custodian": tr["to_org"] if accepted else art["custodian"],
+                               "incidents": art["incidents"] + (1 if incident else 0)}
+    new_tr: TransferRecord = {**tr, "status": p.outcome, "closed_at": ctx.index,
+                              "mismatched": differ}
     if v2:
         new_tr |= {"package_received": p.package_sha256,
                    "seal_discrepancy": p.seal_discrepancy}
-    return Effects({f"art/{p.artefact}": new_art, f"tr/{p.transfer}": new_tr},
+    return Effects({artefact_key(p.artefact): new_art, transfer_key(p.transfer): new_tr},
                    [p.artefact, p.transfer, art["case"]],
                    {"outcome": p.outcome, "mismatched": differ, "custodian": new_art["custodian"]})
 
 
-def may_access(view: StateView, actor: Record, artefact_id: str) -> bool:
+def may_access(view: StateView, actor: Mapping[str, Any], artefact_id: str) -> bool:
     """Access policy: the custodian org and the case's member orgs may access an artefact."""
-    art = view.get("art/" + artefact_id)
+    art = view.get(artefact_key(artefact_id))
     if art is None:
         return False
-    case = view.get("case/" + art["case"])
+    case = view.get(case_key(art["case"]))
     allowed = {art["custodian"], *(case_orgs(case) if case else ())}
     return bool(actor["status"] == "active" and actor["org"] in allowed)
 
 
-def _access(view: StateView, signer: Record, e: ev.Event, p: pl.Access,
+def _access(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.Access,
             ctx: Context) -> Effects:
-    art = _need(view, "art/" + p.artefact, "artefact")
+    art = _artefact(view, p.artefact)
     decision = "success" if may_access(view, signer, p.artefact) else "denied"
     if p.outcome != decision:
         raise _refuse("access-outcome", f"access by {signer['id']} to {p.artefact} is "
@@ -590,16 +640,16 @@ def _access(view: StateView, signer: Record, e: ev.Event, p: pl.Access,
     return Effects({}, [p.artefact, art["case"]], {"outcome": decision})
 
 
-def _verification(view: StateView, signer: Record, e: ev.Event, p: pl.Verification,
+def _verification(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.Verification,
                   ctx: Context) -> Effects:
-    art = _need(view, "art/" + p.artefact, "artefact")
+    art = _artefact(view, p.artefact)
     expected = "authentic" if art["digests"]["sha256"] == p.sha256 else "mismatch"
     if p.verdict != expected:
         raise _refuse("verdict", f"the verdict for this digest is {expected}, not {p.verdict}")
     return Effects({}, [p.artefact, art["case"]], {"verdict": p.verdict})
 
 
-def _auth_denied(view: StateView, signer: Record, e: ev.Event, p: pl.AuthDenied,
+def _auth_denied(view: StateView, signer: ActorRecord, e: ev.Event, p: pl.AuthDenied,
                  ctx: Context) -> Effects:
     _needs_v2(view, "a refused login record")
     return Effects({}, [p.actor], {"outcome": "denied"})

@@ -34,18 +34,18 @@ from typing import Any
 
 from ledger.core.canonical import canonical
 from ledger.core.errors import VerificationError
+from ledger.core.state import UNMAPPED
 
 LEVELS = 16
 ZERO = bytes(32)
 EXTENSION = "custody-map/v1"
-_UNMAPPED = ("nonce/",)
 
 NodeId = tuple[int, int]
 
 
 def mapped(key: str) -> bool:
     """Whether ``key`` is covered by the map."""
-    return not key.startswith(_UNMAPPED)
+    return not key.startswith(UNMAPPED)
 
 
 def key_hash(key: str) -> bytes:

@@ -27,6 +27,7 @@ from ledger.core import events as ev
 from ledger.core import merkle
 from ledger.core.bundle import Bundle, TimelineItem, VerifyResult, iso
 from ledger.core.errors import LedgerError, VerificationError
+from ledger.core.state import actor_key, legal_basis_key, org_key
 
 #: The CASE release whose terms this module writes (and ``case_validate`` checks).
 CASE_VERSION = "1.5.0"
@@ -482,7 +483,7 @@ class _Artefact:
 
     def _person(self, actor_id: str) -> str:
         g = self.g
-        pid, rec = self._unwritten(g.person(actor_id), "actor/" + actor_id)
+        pid, rec = self._unwritten(g.person(actor_id), actor_key(actor_id))
         if rec is None:
             return pid
         org_id = str(rec.get("org", ""))
@@ -512,7 +513,7 @@ class _Artefact:
 
     def _org(self, org_id: str) -> str:
         g = self.g
-        oid, rec = self._unwritten(g.org(org_id), "org/" + org_id)
+        oid, rec = self._unwritten(g.org(org_id), org_key(org_id))
         if rec is None:
             return oid
         facets = []
@@ -607,7 +608,8 @@ class _Artefact:
     def _authorization(self, lb_id: str, item: TimelineItem) -> str:
         g = self.g
         aid = g.oid("Authorization", "legal-basis", lb_id)
-        rec = self.maps.get("lb/" + lb_id) or dict(item.details.get("legal_basis_record") or {})
+        rec = self.maps.get(legal_basis_key(lb_id)) or dict(
+            item.details.get("legal_basis_record") or {})
         if aid not in g.by_id:
             lines = [f"legal basis {lb_id}: {rec.get('instrument')} {rec.get('reference')}, "
                      f"issuing state {rec.get('issuing_state')}, executing state "

@@ -22,6 +22,7 @@ from ledger.core.bundle import Bundle, Fault, VerifyResult
 from ledger.core.checkpoint import cosignature_timestamp
 from ledger.core.errors import LedgerError
 from ledger.core.note import split_note
+from ledger.core.state import actor_key, legal_basis_key, org_key
 from ledger.core.vocab import STRONG_DIGESTS
 
 #: Timeline step kinds, in the words of the report's catalogue (``kind.<code>``).
@@ -195,12 +196,12 @@ def _proven(bundle: Bundle, faults: Sequence[Fault]) -> dict[str, dict[str, Any]
 
 
 def _org(values: Mapping[str, dict[str, Any] | None], org_id: str) -> Org:
-    rec = values.get("org/" + org_id) or {}
+    rec = values.get(org_key(org_id)) or {}
     return Org(org_id, str(rec.get("name", "")), str(rec.get("jurisdiction", "")))
 
 
 def _actor(values: Mapping[str, dict[str, Any] | None], actor_id: str, key_id: str) -> Actor:
-    rec = values.get("actor/" + actor_id) or {}
+    rec = values.get(actor_key(actor_id)) or {}
     org_id = str(rec.get("org", ""))
     enrolled, revoked = rec.get("enrolled_at"), rec.get("revoked_at")
     return Actor(actor_id, str(rec.get("name", "")), _org(values, org_id),
@@ -214,10 +215,11 @@ def _legal_basis(values: Mapping[str, dict[str, Any] | None], lb_id: str,
                  payload: Mapping[str, Any] | None) -> LegalBasis | None:
     """The legal basis as signed in its ``legal-basis.record`` entry (when the bundle
     carries it), else as proven in the map."""
-    rec = dict(payload) if payload is not None else values.get("lb/" + lb_id)
+    lb_key = legal_basis_key(lb_id)
+    rec = dict(payload) if payload is not None else values.get(lb_key)
     if not rec:
         return None
-    proven = values.get("lb/" + lb_id) or {}
+    proven = values.get(lb_key) or {}
     recorded = proven.get("recorded_at")
 
     def s(key: str) -> str:

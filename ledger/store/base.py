@@ -12,7 +12,7 @@ every backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -147,3 +147,24 @@ class LedgerStore(Protocol):
         """The newest checkpoint with at least ``min_witnesses`` cosignatures, as
         ``(size, cosigned note)``, or None."""
         ...
+
+
+class CachedView:
+    """The world state as one use case or one API request reads it through a store (a
+    :class:`ledger.core.rules.StateView`): each key is read at most once (the
+    authorisation checks ask for the same case/artefact records repeatedly). ``seed``:
+    records the caller already holds (the API's caller's own actor record)."""
+
+    __slots__ = ("_cache", "store")
+
+    def __init__(self, store: LedgerStore,
+                 seed: Mapping[str, dict[str, Any] | None] | None = None) -> None:
+        self.store = store
+        self._cache: dict[str, dict[str, Any] | None] = dict(seed or {})
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            record = self._cache[key] = self.store.state(key)
+            return record

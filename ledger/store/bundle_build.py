@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ledger.core import events as ev
-from ledger.core import vmap
+from ledger.core import state, vmap
 from ledger.core.bundle import Bundle, BundleEntry, Fault
 from ledger.core.checkpoint import Checkpoint
 from ledger.core.errors import InvalidInput, NotFound
@@ -59,15 +59,14 @@ def build_bundle(store: Any, *, artefact_id: str | None = None, sha256: str | No
         return maps[key].value
 
     def history(subject: str) -> list[StoredEntry]:
-        value = prove("hist/" + subject)
-        hint = subject[len("art/"):] if subject.startswith("art/") \
-            else "sha256:" + subject[len("sha256/"):]
+        value = prove(state.history_key(subject))
+        hint = state.subject_ref(subject)
         indices = [i for i in src.refs(hint) if i < size]
         if value is None:
             listed = [e.index for e in src.entries_at(indices)
                       if subject in subjects(ev.Entry.from_leaf(
                           e.leaf, check_canonical=False).signed.event)] if indices else []
-            if indices and (subject.startswith("sha256/") or listed):
+            if indices and (subject.startswith(state.DIGEST_SUBJECT) or listed):
                 faults.append(Fault("cache", f"the refs index lists entries {indices[:5]} for "
                                     f"{subject}, which the checkpoint proves has none: the "
                                     "index was edited", key="refs/" + hint))
@@ -90,7 +89,7 @@ def build_bundle(store: Any, *, artefact_id: str | None = None, sha256: str | No
         assert sha256 is not None  # noqa: S101 - checked above
         sha256 = sha256.lower()
         subject = {"sha256": sha256}
-        regs = history("sha256/" + sha256)
+        regs = history(state.digest_subject(sha256))
         ids = [ev.Entry.from_leaf(e.leaf, check_canonical=False).signed.event.payload["id"]
                for e in regs]
         targets = ids[:1]
@@ -98,17 +97,17 @@ def build_bundle(store: Any, *, artefact_id: str | None = None, sha256: str | No
         subject = {"artefact": artefact_id}
         targets = [artefact_id]
     for art in targets:
-        chain = history("art/" + art)
-        prove("art/" + art)
+        chain = history(state.artefact_subject(art))
+        prove(state.artefact_key(art))
         for stored in chain:
             event = ev.Entry.from_leaf(stored.leaf, check_canonical=False).signed.event
-            actor = prove("actor/" + event.signer)
+            actor = prove(state.actor_key(event.signer))
             if actor is not None:
                 wanted.add(int(actor["enrolled_at"]))
-                prove("org/" + actor["org"])
+                prove(state.org_key(actor["org"]))
             lb = event.payload.get("legal_basis") if event.kind == ev.DISPATCH else None
             if lb is not None:
-                rec = prove("lb/" + lb)
+                rec = prove(state.legal_basis_key(lb))
                 if rec is not None:
                     wanted.add(int(rec["recorded_at"]))
     entries = [BundleEntry(e.index, e.leaf, tuple(src.inclusion_proof(e.index, size)))
@@ -119,6 +118,6 @@ def build_bundle(store: Any, *, artefact_id: str | None = None, sha256: str | No
                 faults.append(Fault("cache", f"the state cache's record {key!r} differs from "
                                     "the record proven against the checkpoint: the state "
                                     "table was edited outside the log", key=key))
-    ledger = src.cached_state("ledger") or {}
+    ledger = src.cached_state(state.LEDGER) or {}
     return Bundle(cp.origin, note, subject, tuple(entries), tuple(maps.values()),
                   str(ledger.get("log_key", ""))), faults

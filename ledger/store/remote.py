@@ -50,6 +50,7 @@ from ledger.core import errors as e
 from ledger.core import merkle
 from ledger.core.bundle import Bundle, Fault
 from ledger.core.events import SignedEvent
+from ledger.core.state import MAPPED, NONCE
 from ledger.fsutil import fsync_dir
 from ledger.store.base import AppendResult, StoredEntry
 
@@ -123,8 +124,7 @@ def _int(value: object, what: str) -> int:
 
 #: The state namespaces a server lists (``nonce/`` replay bookkeeping is not compared,
 #: except for an auditor, who is shown everything).
-SERVED_STATE = ("ledger", "org/", "orgadmin/", "orgkey/", "actor/", "case/", "lb/", "art/",
-                "tr/", "sha/", "hist/")
+SERVED_STATE = MAPPED
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,7 +475,7 @@ class RemoteStore:
         auditor = "auditor" in self.caller_roles()  # shown the whole state: all must match
 
         def at(size: int) -> AuditReport:
-            shown = ((k, v) for prefix in (*SERVED_STATE, *(("nonce/",) if auditor else ()))
+            shown = ((k, v) for prefix in (*SERVED_STATE, *((NONCE,) if auditor else ()))
                      for k, v in self.state_items(prefix))
             return replay(self.entries(0, size),
                           ((s, n) for s, n in self.checkpoints() if s <= size),

@@ -49,7 +49,8 @@ from ledger.core.errors import (
 )
 from ledger.core.events import Entry, SignedEvent
 from ledger.core.note import NoteSigner
-from ledger.core.rules import Context, Record, apply
+from ledger.core.rules import Context, apply
+from ledger.core.state import Record, actor_key, nonce_key
 from ledger.store import schema as t
 from ledger.store.base import AppendResult, StoredEntry
 from ledger.store.sqlmap import Exec, MapCache, Sql, bucket_of, insert_sql, map_proof
@@ -785,7 +786,7 @@ class SqlStore:
     def _lock_head(self, x: Exec, batch: Sequence[SignedEvent] = ()) -> _Head:
         """The head row (locked), the checkpoint of its size, and the batch's nonce
         records (in ``_Head.state``), in as few round trips as the backend allows."""
-        keys = list(dict.fromkeys("nonce/" + e.event.nonce for e in batch))
+        keys = list(dict.fromkeys(nonce_key(e.event.nonce) for e in batch))
         if not x.pg:
             head = _Head(x.one(_HEAD_AND_NOTE))
             if len(keys) > 1:  # one key: the view's own read is as cheap
@@ -874,7 +875,7 @@ class SqlStore:
             if row is None:
                 return None
             note = conn.execute(_FIRST_CHECKPOINT_AFTER_CORE, {"idx": row.idx}).scalar_one()
-        nonce = self.state("nonce/" + Entry.from_leaf(blob(row.leaf)).signed.event.nonce)
+        nonce = self.state(nonce_key(Entry.from_leaf(blob(row.leaf)).signed.event.nonce))
         return AppendResult(row.idx, blob(row.leaf_hash), row.event_id, row.ledger_time,
                             str(note), dict((nonce or {}).get("result", {})),
                             duplicate=duplicate)
@@ -974,7 +975,7 @@ class SqlStore:
             signer = signed.event.signer
             try:  # a guess only: whatever fails here fails again, in order, in the rules
                 if signer not in keys:
-                    actor = view.get("actor/" + signer)
+                    actor = view.get(actor_key(signer))
                     keys[signer] = None if actor is None else \
                         base64.b64decode(actor["public_key"], validate=True)
                 key = keys[signer]
@@ -1058,7 +1059,7 @@ class SqlStore:
     def _duplicate(self, x: Exec, view: _SqlView, signed: SignedEvent,
                    size: int) -> AppendResult | None:
         """Idempotent retry: the same signed event again returns the original receipt."""
-        used = view.get("nonce/" + signed.event.nonce)
+        used = view.get(nonce_key(signed.event.nonce))
         if used is None or used["event_id"] != signed.event_id:
             return None  # unused nonce, or a replay the rules will refuse
         if used["index"] >= size:  # written by this very batch

@@ -25,8 +25,7 @@ from sqlalchemy.engine import Connection
 
 from ledger.core import vmap
 from ledger.core.errors import IntegrityFault, NotFound
-
-Record = dict[str, Any]
+from ledger.core.state import Record
 
 
 class Sql:

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ledger.core.rules
+import ledger.core.state
 from ledger.core import events as ev
 from ledger.core.errors import Conflict, InvalidInput, RuleViolation
 from ledger.service import ActorKey
@@ -300,8 +301,9 @@ def rule_codes_in_module() -> set[str]:
     codes = set(re.findall(r'(?:_refuse|Conflict)\(\s*"([a-z][a-z-]*)"', RULES_SOURCE))
     if "unknown-" in codes or re.search(r'_refuse\(\s*"unknown-"\s*\+', RULES_SOURCE):
         codes.discard("unknown-")
-        codes |= {"unknown-" + k for k in re.findall(r'_need\(view,\s*"([a-z]+)/"',
-                                                     RULES_SOURCE)}
+        # The kind is the key's prefix: ``_need(view, artefact_key(...))`` -> unknown-art.
+        codes |= {"unknown-" + getattr(ledger.core.state, builder)("").rstrip("/")
+                  for builder in re.findall(r'_need\(view,\s*(\w+_key)\(', RULES_SOURCE)}
     return codes
 
 
