@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # not imported at run time: the store and the service load wh
     from ledger.core.trust import TrustDecision
     from ledger.service import ActorKey, Custody
     from ledger.store.base import AppendResult, LedgerStore
+    from ledger.views import StateReader
+
+_T = TypeVar("_T")
 
 #: Width used when the output is not a terminal (a pipe or a file): wide enough that no
 #: table cell or line is ever cut or ellipsised.
@@ -95,6 +98,25 @@ class Ctx:
         if self._store is None:
             self._store = open_store(self.loaded(), writable=False, actor_id=self.acting)
         return self._store
+
+    def quick_read(self, read: Callable[[StateReader], _T]) -> _T:
+        """``read`` over the sqlite3-only reader of an embedded ledger
+        (:func:`ledger.home.open_quick_reader`: no SQLAlchemy, the same verified reads),
+        else over :meth:`reader`. A ``sqlite3`` error there (a damaged or locked file)
+        goes to the full store, which says in one sentence what is wrong."""
+        import sqlite3
+
+        from ledger.home import open_quick_reader
+
+        quick = open_quick_reader(self.loaded()) if self._store is None else None
+        if quick is not None:
+            try:
+                return read(quick)
+            except sqlite3.Error:
+                pass
+            finally:
+                quick.close()
+        return read(self.reader())
 
     def custody(self) -> Custody:
         """The use cases, for a write. The ledger must first extend the checkpoint this

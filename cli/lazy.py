@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import typer
@@ -172,11 +173,34 @@ class _Deferred:
     def coerce(self, value: Any, param: Any, ctx: click.Context) -> Any:
         if value is None:
             return () if param.multiple or param.nargs == -1 else None
+        if isinstance(value, str) and not (param.multiple or param.nargs != 1):
+            plain = _PLAIN.get(param.type_descriptor.annotation)
+            if plain is not None and _unconstrained(param.type_descriptor):
+                return plain(value)
         if self._real is None:
             from typer._coercion import build_runtime_param
 
             self._real = build_runtime_param(param.type_descriptor)
         return self._real.coerce(value, param=param, ctx=ctx)
+
+
+#: Option types whose value typer's pydantic coercion only converts (no check can fail):
+#: a ``str`` is kept, a ``Path`` is ``Path(value)``. Taking them directly spares every
+#: command given ``--home DIR`` (or ``CUSTODY_HOME``) the import of pydantic; the tests
+#: compare the results with typer's own coercion (``tests/cli/test_startup_imports.py``).
+_PLAIN: dict[Any, Any] = {str: str, Path: Path}
+
+#: The typer parameter settings under which that holds: anything else (a path that must
+#: exist, be a file, be resolved, allow ``-``; a custom parser; a file type) goes to typer.
+_UNCONSTRAINED = {"parser": None, "exists": False, "file_okay": True, "dir_okay": True,
+                  "writable": False, "readable": True, "resolve_path": False,
+                  "allow_dash": False, "path_type": None}
+
+
+def _unconstrained(descriptor: Any) -> bool:
+    info = descriptor.parameter_info
+    return descriptor.file_annotation is None and all(
+        getattr(info, name, None) == value for name, value in _UNCONSTRAINED.items())
 
 
 def install_deferred_coercion() -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # imported where used: a command that needs no key or store s
     from ledger.core.trust import Consistency, TrustDecision
     from ledger.service import ActorKey, Custody
     from ledger.store.base import LedgerStore
+    from ledger.store.lite import SqliteReader
 
 CONFIG = "config.json"
 
@@ -345,6 +346,22 @@ def open_store(home: Home, *, writable: bool = True, create: bool = False,
     return SqlStore.open(home.database_url, signer=signer, clock=now_ms, create=create,
                          verify_key=pinned if isinstance(pinned, str) and pinned else None,
                          check=writable and not create)
+
+
+def open_quick_reader(home: Home) -> SqliteReader | None:
+    """A sqlite3-only reader of this home's embedded ledger for quick read-only commands
+    (:mod:`ledger.store.lite`: no SQLAlchemy), verified with the pinned log key like
+    :func:`open_store`'s reader; None when the ledger is elsewhere (a server, a Fabric
+    network, PostgreSQL) or the reader does not serve the file."""
+    url = home.database_url
+    if home.config.get("network") or home.config.get("server") \
+            or not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return None
+    from ledger.store.lite import SqliteReader
+
+    pinned = home.config.get("log_key")
+    return SqliteReader.open(Path(url.removeprefix("sqlite:///").split("?", 1)[0]),
+                             verify_key=pinned if isinstance(pinned, str) and pinned else None)
 
 
 def _sqlite_file(url: str, *, create: bool) -> None:

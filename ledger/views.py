@@ -8,8 +8,8 @@ part of its result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.core.checkpoint import Checkpoint
 from ledger.core.errors import InvalidInput
@@ -40,7 +40,21 @@ def verify(store: LedgerStore, *, log_key: str, sha256: str | None = None,
     return result.with_faults(cache_faults)
 
 
-def status(store: LedgerStore) -> dict[str, Any]:
+class StateReader(Protocol):
+    """The reads :func:`status` makes: a :class:`LedgerStore`, or the sqlite3-only
+    :class:`ledger.store.lite.SqliteReader` of an embedded ledger."""
+
+    def size(self) -> int: ...
+
+    def latest_checkpoint(self) -> str | None: ...
+
+    def state(self, key: str) -> dict[str, Any] | None: ...
+
+    def state_items(self, prefix: str,
+                    after: str = "") -> Iterator[tuple[str, dict[str, Any]]]: ...
+
+
+def status(store: StateReader) -> dict[str, Any]:
     counts: dict[str, int] = {}
     open_transfers = incidents = 0
     for prefix in (ORG, ACTOR, CASE, LEGAL_BASIS, ARTEFACT, TRANSFER):

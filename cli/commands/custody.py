@@ -653,7 +653,7 @@ def status(ctx: typer.Context, as_: As = None, json_: Json = False) -> None:
     """Ledger size, last checkpoint and counts."""
     from ledger import views
 
-    out = views.status(context.get(ctx).reading_as(as_).reader())
+    out = context.get(ctx).reading_as(as_).quick_read(views.status)
     if context.want_json(ctx, json_):
         context.emit_json(out)
         return

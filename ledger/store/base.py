@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger.core.bundle import Bundle, Fault
-from ledger.core.errors import LedgerError
-from ledger.core.events import SignedEvent
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: reading a store needs no models (start-up time)
     from ledger.core.audit import AuditReport
+    from ledger.core.bundle import Bundle, Fault
+    from ledger.core.errors import LedgerError
+    from ledger.core.events import SignedEvent
     from ledger.store.repair import Repair
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from ledger.core import merkle, vmap
 from ledger.core.bundle import Bundle, Fault
 from ledger.core.canonical import canonical
-from ledger.core.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from ledger.core.checkpoint import Checkpoint, sign_checkpoint
 from ledger.core.errors import (
     Backpressure,
     Conflict,
@@ -53,7 +53,17 @@ from ledger.core.rules import Context, apply
 from ledger.core.state import Record, actor_key, nonce_key
 from ledger.store import schema as t
 from ledger.store.base import AppendResult, StoredEntry
-from ledger.store.sqlmap import Exec, MapCache, Sql, bucket_of, insert_sql, map_proof
+from ledger.store.sqlmap import (
+    STATE_VALUE,
+    Exec,
+    MapCache,
+    Sql,
+    bucket_of,
+    insert_sql,
+    map_proof,
+    signed_checkpoint,
+    verified_record,
+)
 
 if TYPE_CHECKING:
     from ledger.core.audit import AuditReport
@@ -463,12 +473,19 @@ _NOTE_AND_STATE_PG = Sql(
     "", "SELECT NULL, note FROM checkpoints WHERE size = %s UNION ALL "
     "SELECT key, value FROM state WHERE key = ANY(%s)")
 #: The batch's nonce records in one statement (the replay/duplicate check reads them).
+_BEGIN = Sql("BEGIN")
+_ROLLBACK = Sql("ROLLBACK")
+_SIZE = Sql("SELECT size FROM head WHERE id = 1")
+_REFS = Sql("SELECT idx FROM refs WHERE ref = ? ORDER BY idx")
+_ENTRIES_AT = Sql(
+    "SELECT idx, leaf, leaf_hash, ledger_time FROM entries "
+    "WHERE idx IN (SELECT value FROM json_each(?))",
+    "SELECT idx, leaf, leaf_hash, ledger_time FROM entries WHERE idx = ANY(%s)")
 _STATE_VALUES = Sql("SELECT key, value FROM state WHERE key IN (SELECT value FROM json_each(?))",
                     "SELECT key, value FROM state WHERE key = ANY(%s)")
 _ENTRY_AT = Sql("SELECT idx, leaf_hash, event_id, ledger_time FROM entries WHERE idx = ?")
 _FIRST_CHECKPOINT_AFTER = Sql(
     "SELECT note FROM checkpoints WHERE size > ? ORDER BY size LIMIT 1")
-_STATE_VALUE = Sql("SELECT value FROM state WHERE key = ?")
 _INSERT_ENTRIES = insert_sql("entries", ("idx", "leaf", "leaf_hash", "event_id", "ledger_time"),
                              ("bigint", "bytea", "bytea", "text", "bigint"))
 _INSERT_NODES = insert_sql("merkle_nodes", ("level", "idx", "hash"),
@@ -489,15 +506,6 @@ _NODES = Sql(
     "SELECT m.level, m.idx, m.hash FROM unnest(CAST(%s AS smallint[]), "
     "CAST(%s AS bigint[])) AS j(level, idx) JOIN merkle_nodes AS m "
     "ON m.level = j.level AND m.idx = j.idx")
-_NODES_SQLITE = sa.text(
-    "SELECT m.level, m.idx, m.hash FROM json_each(:plan) AS j JOIN merkle_nodes AS m "
-    "ON m.level = json_extract(j.value, '$[0]') AND m.idx = json_extract(j.value, '$[1]')")
-_NODES_PG = sa.text(
-    "SELECT m.level, m.idx, m.hash FROM unnest(CAST(:levels AS smallint[]), "
-    "CAST(:idxs AS bigint[])) AS j(level, idx) JOIN merkle_nodes AS m "
-    "ON m.level = j.level AND m.idx = j.idx")
-_LATEST_CHECKPOINT = (sa.select(t.checkpoints.c.note)
-                      .order_by(t.checkpoints.c.size.desc()).limit(1))
 _CHECKPOINT_AT = sa.select(t.checkpoints.c.note).where(
     t.checkpoints.c.size == sa.bindparam("size"))
 _FIRST_CHECKPOINT_AFTER_CORE = (sa.select(t.checkpoints.c.note)
@@ -545,19 +553,6 @@ def _nodes(x: Exec, plan: Sequence[merkle.NodeId]) -> dict[merkle.NodeId, bytes]
     return {(int(lv), int(i)): blob(h) for lv, i, h in x.all(_NODES, params)}
 
 
-def _read_nodes(conn: Connection, plan: Sequence[merkle.NodeId]) -> dict[merkle.NodeId,
-                                                                        bytes]:
-    """:func:`_nodes` for readers, through Core (one constant, cached statement)."""
-    if not plan:
-        return {}
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(_NODES_PG, {"levels": [lv for lv, _ in plan],
-                                        "idxs": [i for _, i in plan]}).all()
-    else:
-        rows = conn.execute(_NODES_SQLITE, {"plan": json.dumps(list(plan))}).all()
-    return {(int(lv), int(i)): blob(h) for lv, i, h in rows}
-
-
 class _SqlView:
     """The rules' StateView over the ``state`` table, with the batch's pending writes.
 
@@ -584,7 +579,7 @@ class _SqlView:
         if self.cache is not None and vmap.mapped(key):
             record = self.cache.bucket(self.x, bucket_of(key)).get(key)
         else:
-            row = self.x.one(_STATE_VALUE, (key,))
+            row = self.x.one(STATE_VALUE, (key,))
             record = None if row is None or row[0] is None else dict(json.loads(row[0]))
         read[key] = record
         return record
@@ -1046,13 +1041,7 @@ class SqlStore:
         if known is not None and known[0] == note:
             return known[1]
         assert self._verify_key is not None  # noqa: S101 - checked by the callers
-        try:
-            cp = verify_checkpoint(note, self._verify_key)
-            vmap.root_of(cp.extensions)
-        except LedgerError as exc:
-            raise IntegrityFault(f"the latest checkpoint does not verify with the log key "
-                                 f"({exc}): the ledger's tables cannot be trusted and writes "
-                                 "are refused", kind="checkpoint") from None
+        cp = signed_checkpoint(note, self._verify_key, "writes are refused")
         self._checked = (note, cp)
         return cp
 
@@ -1092,9 +1081,42 @@ class SqlStore:
 
     # ---- reads --------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Exec]:
+        """One read snapshot, on the DBAPI cursor of a pooled reader connection.
+
+        On SQLite: ``BEGIN`` (deferred: a WAL snapshot that never blocks a writer) and
+        the constant statements straight on ``sqlite3``; SQLAlchemy Core's statement,
+        result and pool-event machinery cost several times the read itself (a proof
+        took 130 µs through Core). On PostgreSQL: a Core connection in REPEATABLE READ,
+        so every statement sees the same snapshot. A driver error is one sentence
+        (:func:`describe_database_error`)."""
+        if self.reader.dialect.name != "sqlite":
+            with self.reader.connect() as conn:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                conn.execute(_HEAD)  # begin the read transaction
+                yield Exec.of(conn)
+            return
+        raw = self.reader.raw_connection()
+        try:
+            x = Exec(raw.driver_connection, pg=False)
+            try:
+                x.run(_BEGIN)
+            except self._dbapi.Error as exc:
+                raise describe_database_error(exc, self.url) from None
+            try:
+                yield x
+            except self._dbapi.Error as exc:
+                raise describe_database_error(exc, self.url) from None
+            finally:
+                with contextlib.suppress(self._dbapi.Error):
+                    x.run(_ROLLBACK)
+        finally:
+            raw.close()  # back to the pool
+
     def size(self) -> int:
-        with self.reader.connect() as conn:
-            return int(conn.execute(sa.select(t.head.c.size)).scalar_one())
+        with self._reading() as x:
+            return int(x.one(_SIZE)[0])
 
     def entry(self, index: int) -> StoredEntry:
         with self.reader.connect() as conn:
@@ -1122,11 +1144,11 @@ class SqlStore:
     def entries_at(self, indices: Sequence[int]) -> list[StoredEntry]:
         if not indices:
             return []
-        with self.reader.connect() as conn:
-            rows = conn.execute(sa.select(t.entries)
-                                .where(t.entries.c.idx.in_(list(indices)))).all()
-        found = {row.idx: stored_entry(row.idx, row.leaf, row.leaf_hash, row.ledger_time)
-                 for row in rows}
+        wanted = sorted({int(i) for i in indices})
+        with self._reading() as x:
+            rows = x.all(_ENTRIES_AT, (wanted,) if x.pg else (json.dumps(wanted),))
+        found = {int(idx): stored_entry(idx, leaf, leaf_hash, ledger_time)
+                 for idx, leaf, leaf_hash, ledger_time in rows}
         missing = [i for i in indices if i not in found]
         if missing:
             raise NotFound(f"no log entry at index {missing[0]}")
@@ -1144,18 +1166,10 @@ class SqlStore:
         instead of feeding a decision. Otherwise the raw cache (:meth:`cached_state`)."""
         if self._verify_key is None or not vmap.mapped(key):
             return self.cached_state(key)
-        with self.reader.connect() as conn:
-            if conn.dialect.name == "postgresql":  # one snapshot for checkpoint + bucket
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            note = conn.execute(_LATEST_CHECKPOINT).scalar_one_or_none()
-            root = self._signed_map_root(None if note is None else str(note))
-            if root is None:  # an empty ledger, or one from before the state map
-                return self.cached_state(key)
-            with self._lock:
-                cache = self._rmap
-            if cache is None or cache.root != root:
-                cache = MapCache(root)
-            record = cache.bucket(Exec.of(conn), bucket_of(key)).get(key)
+        with self._lock:
+            cache = self._rmap
+        with self._reading() as x:  # one snapshot for the checkpoint and the bucket
+            record, cache = verified_record(x, key, self._signed_map_root, cache)
         with self._lock:
             self._rmap = cache
         return record
@@ -1200,9 +1214,8 @@ class SqlStore:
             nxt = rows[-1][0]
 
     def refs(self, ref: str) -> list[int]:
-        with self.reader.connect() as conn:
-            return list(conn.execute(sa.select(t.refs.c.idx).where(t.refs.c.ref == ref)
-                                     .order_by(t.refs.c.idx)).scalars())
+        with self._reading() as x:
+            return [int(row[0]) for row in x.all(_REFS, (ref,))]
 
     def latest_checkpoint(self) -> str | None:
         with self.reader.connect() as conn:
@@ -1226,11 +1239,11 @@ class SqlStore:
 
     def _fetch(self, plan: Sequence[merkle.NodeId], size: int) -> dict[merkle.NodeId, bytes]:
         """The planned nodes, read in one snapshot together with the size check."""
-        with self.reader.connect() as conn:
-            current = int(conn.execute(_HEAD).one()[0])
+        with self._reading() as x:
+            current = int(x.one(_SIZE)[0])
             if size > current:
                 raise NotFound(f"the log has {current} entries, not {size}")
-            return _read_nodes(conn, plan)
+            return _nodes(x, plan)
 
     def root(self, size: int) -> bytes:
         return merkle.root_at(size, self._fetch(merkle.root_plan(size), size))

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
-from typing import Any
-
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING, Any
 
 from ledger.core import vmap
-from ledger.core.errors import IntegrityFault, NotFound
+from ledger.core.checkpoint import Checkpoint, verify_checkpoint
+from ledger.core.errors import IntegrityFault, LedgerError, NotFound
 from ledger.core.state import Record
+
+if TYPE_CHECKING:  # this module also serves the sqlite3-only reader (ledger.store.lite)
+    from sqlalchemy.engine import Connection
 
 
 class Sql:
@@ -106,6 +108,40 @@ class Exec:
         return self.conn.pipeline() if self.pg else nullcontext()
 
 
+LATEST_NOTE = Sql("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")
+STATE_VALUE = Sql("SELECT value FROM state WHERE key = ?")
+
+
+def signed_checkpoint(note: str, log_key: str, consequence: str) -> Checkpoint:
+    """The latest checkpoint ``note``, its signature checked with ``log_key`` and its
+    state-map root well formed; an IntegrityFault (saying ``consequence``) otherwise."""
+    try:
+        cp = verify_checkpoint(note, log_key)
+        vmap.root_of(cp.extensions)
+    except LedgerError as exc:
+        raise IntegrityFault(f"the latest checkpoint does not verify with the log key "
+                             f"({exc}): the ledger's tables cannot be trusted and "
+                             f"{consequence}", kind="checkpoint") from None
+    return cp
+
+
+def verified_record(x: Exec, key: str, root_of: Callable[[str | None], bytes | None],
+                    cache: MapCache | None) -> tuple[Record | None, MapCache | None]:
+    """State record ``key`` as of x's snapshot, checked against the state-map root that
+    ``root_of`` gives for the latest checkpoint (it verifies the signature), through
+    ``cache`` while that root is still the latest. Returns the record and the cache to
+    keep. Without a signed root (an empty ledger, or one from before the state map) the
+    row is returned as stored."""
+    row = x.one(LATEST_NOTE)
+    root = root_of(None if row is None else str(row[0]))
+    if root is None:
+        row = x.one(STATE_VALUE, (key,))
+        return (None if row is None or row[0] is None else decode_record(key, str(row[0]))), cache
+    if cache is None or cache.root != root:
+        cache = MapCache(root)
+    return cache.bucket(x, bucket_of(key)).get(key), cache
+
+
 @lru_cache(maxsize=1 << 17)
 def bucket_of(key: str) -> int:
     """:func:`ledger.core.vmap.bucket_of`, remembered (the rules read the same keys often)."""
@@ -150,7 +186,7 @@ def nodes_at(x: Exec, plan: Sequence[vmap.NodeId], size: int) -> dict[vmap.NodeI
             for lv, i, h in x.all(_NODES_AT, params) if h is not None}
 
 
-def _decode(key: str, text: str) -> Record:
+def decode_record(key: str, text: str) -> Record:
     try:
         value = json.loads(text)
     except ValueError:
@@ -178,7 +214,7 @@ class MapCache:
         found = self.buckets.get(b)
         if found is not None:
             return found
-        records = {str(k): _decode(str(k), str(v)) for k, v in x.all(_BUCKET_NOW, (b,))}
+        records = {str(k): decode_record(str(k), str(v)) for k, v in x.all(_BUCKET_NOW, (b,))}
         pairs = {k: (vmap.key_hash(k), vmap.value_hash(v)) for k, v in records.items()}
         if self.root is not None:
             plan = [n for n in vmap.path_plan(b) if n not in self.nodes]
@@ -195,7 +231,8 @@ class MapCache:
 
     def _culprit(self, x: Exec, b: int, records: Mapping[str, Record]) -> str:
         """Name the key whose cached row differs from the state-map history."""
-        logged = {str(k): _decode(str(k), str(v)) for k, v in x.all(_BUCKET_AT, (b, _MAX_SIZE))}
+        logged = {str(k): decode_record(str(k), str(v))
+                  for k, v in x.all(_BUCKET_AT, (b, _MAX_SIZE))}
         for key in sorted(set(records) | set(logged)):
             if records.get(key) != logged.get(key):
                 what = ("was inserted" if key not in logged else
@@ -236,7 +273,7 @@ class MapCache:
         """A ledger written before the state map existed: map the current state once."""
         from ledger.core.canonical import canonical
 
-        writes = {str(k): _decode(str(k), str(v)) for k, v in x.all(_ALL_STATE)}
+        writes = {str(k): decode_record(str(k), str(v)) for k, v in x.all(_ALL_STATE)}
         for key in writes:
             if vmap.mapped(key):
                 x.run(_SET_BUCKET, (bucket_of(key), key))
@@ -258,13 +295,13 @@ def map_proof(x: Exec, key: str, size: int) -> vmap.MapProof:
         raise NotFound(f"key {key!r} is not covered by the state map")
     b = bucket_of(key)
     row = x.one(_VALUE_AT, (key, size))
-    value = None if row is None else _decode(key, str(row[0]))
+    value = None if row is None else decode_record(key, str(row[0]))
     kh = vmap.key_hash(key)
     others = []
     for k, v in state_keys_in(x, b, size):
         other = vmap.key_hash(k)
         if other != kh:
-            others.append((other, vmap.value_hash(_decode(k, v))))
+            others.append((other, vmap.value_hash(decode_record(k, v))))
     plan = vmap.path_plan(b)
     nodes = nodes_at(x, plan, size)
     return vmap.MapProof(key, value, tuple(sorted(others)),

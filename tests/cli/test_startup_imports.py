@@ -18,11 +18,13 @@ end. What is forbidden, and why it is reachable at all:
   that is given.
 * ``custody --help`` imports no command module at all.
 
-Still imported, and allowed: ``typer`` and ``rich`` (with ``markdown_it`` and
+Still imported, and allowed here: ``typer`` and ``rich`` (with ``markdown_it`` and
 ``pygments``, which ``typer.rich_utils`` imports to render any help in Rich markdown
-mode). Running a command that opens the ledger (``custody status``) still imports
-SQLAlchemy, Alembic and pydantic: ``ledger.store.sql`` imports them at module level (a
-change there is the store's, see docs/benchmarks.md, "CLI start-up").
+mode). This file runs :func:`cli.main.run`; the console script's root help
+(:mod:`cli.root_help`, without typer) is checked in ``tests/cli/test_root_help.py``, and
+``custody status`` on an embedded ledger (no SQLAlchemy, no pydantic) in
+``tests/cli/test_quick_status.py``. Other commands that open the ledger import SQLAlchemy
+and pydantic through ``ledger.store.sql`` (see docs/benchmarks.md, "CLI start-up").
 
 The same file checks that the lazy command tree is the one an eager registration of
 every command builds: the same commands and sub-commands, the same help text for every

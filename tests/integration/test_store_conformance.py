@@ -21,6 +21,7 @@ import dataclasses
 import inspect
 import itertools
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import sqlalchemy as sa
@@ -39,6 +40,7 @@ from ledger.core.errors import (
 )
 from ledger.store.base import AppendResult
 from ledger.store.schema import APPEND_ONLY
+from ledger.store.sqlmap import Exec
 from tests.conftest import BACKENDS, log_signer
 from tests.integration.conftest import WORLD_SIZE, World, build_world
 
@@ -521,10 +523,18 @@ def test_proof_node_query_uses_the_primary_key(world: World, backend: str) -> No
         if "merkle_nodes" in statement:
             seen.append((statement, params))
 
-    # Listen on every Engine: the store may read through a separate reader engine.
+    real_all = Exec.all
+
+    def spy(self: Exec, sql: Any, params: Any = ()) -> list[Any]:
+        capture(None, None, sql.pg if self.pg else sql.lite, params)
+        return real_all(self, sql, params)
+
+    # Listen on every Engine (the store may read through a separate reader engine) and on
+    # the constant statements the store runs on a DBAPI cursor (ledger.store.sqlmap.Exec).
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", capture)
     try:
-        world.store.inclusion_proof(5, world.store.size())
+        with patch.object(Exec, "all", spy):
+            world.store.inclusion_proof(5, world.store.size())
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", capture)
     assert seen
