@@ -173,7 +173,7 @@ class Ledger:
 def in_process_appends(directory: Path, n: int) -> dict[str, Any]:
     """One durable commit per event: the reference the API write target is set against."""
     ledger = Ledger(directory, os.urandom(32), os.urandom(32))
-    batch = ledger.core.events(n)
+    batch = ledger.events(n)
     lat: list[float] = []
     start = time.perf_counter()
     for signed in batch:
@@ -191,7 +191,7 @@ def in_process_appends(directory: Path, n: int) -> dict[str, Any]:
 def in_process_group(directory: Path, n: int, batch_size: int = GROUP_BATCH) -> dict[str, Any]:
     """``append_many`` in batches of the API's group size: the group-commit ceiling."""
     ledger = Ledger(directory, os.urandom(32), os.urandom(32))
-    events = ledger.core.events(n)
+    events = ledger.events(n)
     start = time.perf_counter()
     for i in range(0, n, batch_size):
         for outcome in ledger.store.append_many(events[i:i + batch_size]):
@@ -530,7 +530,7 @@ def run(quick: bool) -> dict[str, Any]:
         n_events = (int(expected * seconds * 1.5) + CONNECTIONS if load.wrk
                     else read_n * 2)
         _log(f"signing {n_events} distinct events ...")
-        bodies = [s.canonical_bytes() for s in ledger.core.events(n_events)]
+        bodies = [s.canonical_bytes() for s in ledger.events(n_events)]
         ledger.store.close()
         _log(f"in-process reference: {single_n} single appends ...")
         ref_before = in_process_appends(base / "single", single_n)

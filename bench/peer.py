@@ -169,7 +169,7 @@ class Bodies:
 
     def take(self, n: int) -> list[bytes]:
         self.signed += n
-        return [s.canonical_bytes() for s in self.ledger.core.events(n)]
+        return [s.canonical_bytes() for s in self.ledger.events(n)]
 
 
 def _run_one(name: str, base: str, path: str, headers: dict[str, str],

@@ -62,3 +62,20 @@ def test_registry_discovers_benchmark_modules() -> None:
     assert names[:2] == ["refs", "hashing"]
     assert "registry" not in names
     assert callable(load("hashing"))
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("name", ["append", "audit", "startup", "api", "refs"])
+def test_each_quick_benchmark_runs_to_its_figures(name: str) -> None:
+    """Each benchmark of 'all' (except the long peer, fabric and scale runs, and the
+    hashing one above) runs its quick form to the end: a renamed module or helper fails
+    here, not weeks later in a measurement session."""
+    proc = subprocess.run([sys.executable, "-m", "bench", name, "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=190, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["errors"] == {}, doc["errors"]
+    result = doc["results"][name]
+    assert isinstance(result, dict)
+    assert result
+    assert "skipped" not in result, result.get("skipped")
