@@ -121,8 +121,8 @@ async def get_root(runtime: RuntimeDep, size: IndexQ) -> Response:
 async def get_inclusion_proof(runtime: RuntimeDep, index: IndexQ, size: IndexQ) -> Response:
     """RFC 9162 §2.1.3 inclusion proof of entry ``index`` in the tree of ``size``."""
     store = runtime.store
-    return await immutable_answer(runtime, inclusion_key(index, size), lambda: InclusionProofOut(
-        index=index, size=size, proof=[h.hex() for h in store.inclusion_proof(index, size)]))
+    return await immutable_answer(runtime, inclusion_key(index, size),
+                                  lambda: inclusion_out(store, index, size))
 
 
 @router.get("/v1/log/proofs/consistency", operation_id="getConsistencyProof",
@@ -132,6 +132,12 @@ async def get_consistency_proof(runtime: RuntimeDep, old: IndexQ, new: IndexQ) -
     store = runtime.store
     return await immutable_answer(runtime, ("consistency", old, new), lambda: ConsistencyProofOut(
         old=old, new=new, proof=[h.hex() for h in store.consistency_proof(old, new)]))
+
+
+def inclusion_out(store: LedgerStore, index: int, size: int) -> InclusionProofOut:
+    """The answer of an inclusion proof (the route's and :class:`api.routes.fast.FastReads`')."""
+    return InclusionProofOut(index=index, size=size,
+                             proof=[h.hex() for h in store.inclusion_proof(index, size)])
 
 
 def inclusion_key(index: int, size: int) -> tuple[str, int, int]:
