@@ -65,7 +65,7 @@ def test_registry_discovers_benchmark_modules() -> None:
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("name", ["append", "audit", "startup", "api", "refs"])
+@pytest.mark.parametrize("name", ["append", "audit", "startup", "api", "refs", "seal"])
 def test_each_quick_benchmark_runs_to_its_figures(name: str) -> None:
     """Each benchmark of 'all' (except the long peer, fabric and scale runs, and the
     hashing one above) runs its quick form to the end: a renamed module or helper fails
