@@ -229,6 +229,16 @@ Multiprocess(config, sockets=[sock]).run()
 """
 
 
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Uvicorn:
     def __init__(self, app: str, env: dict[str, str], cwd: Path, workers: int = 1,
                  factory: bool = False) -> None:
@@ -259,12 +269,7 @@ class Uvicorn:
         raise RuntimeError("uvicorn did not start")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def api_server(ledger: Ledger, directory: Path, log_seed: bytes, workers: int = 1) -> Uvicorn:

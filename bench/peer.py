@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from bench.api import CONNECTIONS, Ledger, Load, Uvicorn, _free_port, api_server
+from bench.api import CONNECTIONS, Ledger, Load, Uvicorn, _free_port, api_server, stop_process
 from ledger.core import _sodium
 from ledger.core.note import ALG_ED25519, key_hash
 from ledger.store.remote import login
@@ -152,12 +152,7 @@ class Tessera:
         return last or 0
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 class Bodies:

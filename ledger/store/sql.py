@@ -1180,21 +1180,9 @@ class SqlStore:
 
     def cached_state(self, key: str) -> dict[str, Any] | None:
         """The state table's row as stored: a cache, for comparing against proofs."""
-        if self.reader.dialect.name == "sqlite":
-            # One statement is its own snapshot: skip the BEGIN/ROLLBACK round trip of a
-            # Core transaction (this read runs several times per API request).
-            raw = self.reader.raw_connection()
-            try:
-                cur = raw.cursor()
-                cur.execute("SELECT value FROM state WHERE key = ?", (key,))
-                row = cur.fetchone()
-                cur.close()
-            finally:
-                raw.close()  # back to the pool
-            return None if row is None else dict(json.loads(row[0]))
-        with self.reader.connect() as conn:
-            conn.execute(_HEAD)  # begin the read transaction
-            return _SqlView(Exec.of(conn)).get(key)
+        with self._reading() as x:
+            row = x.one(STATE_VALUE, (key,))
+        return None if row is None or row[0] is None else dict(json.loads(row[0]))
 
     def state_items(self, prefix: str, after: str = "",
                     page: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:

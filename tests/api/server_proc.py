@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,6 +27,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path, *, timeout: float = 60,
+                 verify: Any = True) -> None:
+    """Until ``base``'s ``/v1/health`` answers 200; RuntimeError with the server's log if
+    the process exits or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("the API server exited:\n" + log.read_text())
+        try:
+            if httpx.get(base + "/v1/health", timeout=2, verify=verify).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API server did not start:\n" + log.read_text())
+        time.sleep(0.1)
 
 
 @dataclass
@@ -67,18 +86,7 @@ def running(tmp: Path, database_url: str | None = None,
             cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("the API server exited:\n" + log.read_text())
-            try:
-                if httpx.get(base + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the API server did not start:\n" + log.read_text())
-            time.sleep(0.1)
+        wait_healthy(base, proc, log, timeout=30)
         yield Server(base, proc, evidence, log)
     finally:
         proc.terminate()

@@ -37,6 +37,7 @@ from ledger.core.errors import InvalidInput, Unauthenticated
 from ledger.store.sql import SqlStore
 from tests.api import server_proc
 from tests.api import world as w
+from tests.procfs import child_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s" * 40
@@ -48,21 +49,6 @@ def _environ(url: str, key_path: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "CUSTODY_DATABASE_URL": url, "CUSTODY_LOG_KEY_PATH": str(key_path),
             "CUSTODY_ORIGIN": w.ORIGIN, "CUSTODY_ENVIRONMENT": "production",
             "CUSTODY_TOKEN_SECRET": SECRET, **NO_THROTTLE, **extra}
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("the server exited:\n" + log.read_text())
-        try:
-            if httpx.get(base + "/v1/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the server did not start:\n" + log.read_text())
-        time.sleep(0.1)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -86,7 +72,7 @@ def uvicorn_server(tmp: Path, name: str, environ: dict[str, str]) -> Iterator[st
             cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, proc, log)
+        server_proc.wait_healthy(base, proc, log)
         yield base
     finally:
         _stop(proc)
@@ -169,41 +155,37 @@ def test_one_challenge_is_redeemed_once_across_two_servers(tmp_path: Path, db_ur
                 each.close()
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry))
-    return out
+def _serve_two_workers(tmp: Path, settings: str = "",
+                       *args: str) -> tuple[subprocess.Popen[bytes], int, Path, str]:
+    """``api.server.serve(workers=2)`` (what ``custody serve --workers 2`` calls) in its
+    own process on a new ledger, with ``settings`` added to its Settings (reading
+    ``args`` as ``sys.argv[5:]``): the process, its port, its log and the ledger's URL."""
+    url, key_path = server_proc.prepare(tmp)
+    port = server_proc.free_port()
+    code = ("import sys; from pathlib import Path; from api.server import serve; "
+            "from api.settings import Settings; serve('127.0.0.1', int(sys.argv[1]), "
+            "Settings(database_url=sys.argv[2], log_key_path=sys.argv[3], "
+            f"origin=sys.argv[4]{settings}), workers=2, log_level='warning')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
+    log = tmp / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(port), url, str(key_path),
+                                 w.ORIGIN, *args], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    return proc, port, log, url
 
 
 def test_serve_with_two_workers(tmp_path: Path) -> None:
     """``api.server.serve(workers=2)`` (what ``custody serve --workers 2`` calls), in
     development without a token secret: the workers share a generated one."""
-    url, key_path = server_proc.prepare(tmp_path)
-    port = server_proc.free_port()
-    code = ("import sys; from api.server import serve; from api.settings import Settings; "
-            "serve('127.0.0.1', int(sys.argv[1]), Settings(database_url=sys.argv[2], "
-            "log_key_path=sys.argv[3], origin=sys.argv[4]), workers=2, log_level='warning')")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(port), url, str(key_path),
-                                 w.ORIGIN], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc, port, log, url = _serve_two_workers(tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, proc, log)
+        server_proc.wait_healthy(base, proc, log)
         deadline = time.monotonic() + 30
-        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+        while len(child_pids(proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        workers = _children(proc.pid)
+        workers = child_pids(proc.pid)
         assert len(workers) >= 2, log.read_text()
         # Logins and writes on fresh connections land on either worker.
         challenge, signature = _challenge(base, "admin-de")
@@ -328,32 +310,13 @@ def test_two_workers_over_tls(tmp_path: Path) -> None:
     from tests.pki import make_pki
 
     pki = make_pki(tmp_path / "pki")
-    url, key_path = server_proc.prepare(tmp_path)
-    port = server_proc.free_port()
-    code = ("import sys; from pathlib import Path; from api.server import serve; "
-            "from api.settings import Settings; serve('127.0.0.1', int(sys.argv[1]), "
-            "Settings(database_url=sys.argv[2], log_key_path=sys.argv[3], origin=sys.argv[4],"
-            " tls_cert=Path(sys.argv[5]), tls_key=Path(sys.argv[6])), workers=2, "
-            "log_level='warning')")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(port), url, str(key_path),
-                                 w.ORIGIN, str(pki.server_cert), str(pki.server_key)],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc, port, log, _url = _serve_two_workers(
+        tmp_path, ", tls_cert=Path(sys.argv[5]), tls_key=Path(sys.argv[6])",
+        str(pki.server_cert), str(pki.server_key))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                ok = httpx.get(f"https://127.0.0.1:{port}/v1/health", timeout=2,
-                               verify=ssl.create_default_context(cafile=str(pki.ca)))
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
-        assert ok.status_code == 200
-        assert len(_children(proc.pid)) >= 2
+        server_proc.wait_healthy(f"https://127.0.0.1:{port}", proc, log,
+                                 verify=ssl.create_default_context(cafile=str(pki.ca)))
+        assert len(child_pids(proc.pid)) >= 2
         with pytest.raises(httpx.HTTPError):  # no plain HTTP on the TLS port
             httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5)
     finally:

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.procfs import child_pids
+
 PG_USER = "postgres"
 
 
@@ -152,18 +154,7 @@ class Cluster:
         root = self.postmaster_pid()
         if root is None:
             return []
-        found = [root]
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == root:
-                found.append(int(entry))
-        return found
+        return [root, *child_pids(root)]
 
     def crash(self) -> None:
         """SIGKILL the server: the postmaster and every backend, checkpointer, WAL writer
