@@ -472,7 +472,7 @@ _LOCK_HEAD_PG = Sql("SELECT size, last_time FROM head WHERE id = 1 FOR UPDATE")
 _NOTE_AND_STATE_PG = Sql(
     "", "SELECT NULL, note FROM checkpoints WHERE size = %s UNION ALL "
     "SELECT key, value FROM state WHERE key = ANY(%s)")
-#: The batch's nonce records in one statement (the replay/duplicate check reads them).
+#: The readers' snapshot (SqlStore._reading) and its point reads.
 _BEGIN = Sql("BEGIN")
 _ROLLBACK = Sql("ROLLBACK")
 _SIZE = Sql("SELECT size FROM head WHERE id = 1")
@@ -481,6 +481,7 @@ _ENTRIES_AT = Sql(
     "SELECT idx, leaf, leaf_hash, ledger_time FROM entries "
     "WHERE idx IN (SELECT value FROM json_each(?))",
     "SELECT idx, leaf, leaf_hash, ledger_time FROM entries WHERE idx = ANY(%s)")
+#: The batch's nonce records in one statement (the replay/duplicate check reads them).
 _STATE_VALUES = Sql("SELECT key, value FROM state WHERE key IN (SELECT value FROM json_each(?))",
                     "SELECT key, value FROM state WHERE key = ANY(%s)")
 _ENTRY_AT = Sql("SELECT idx, leaf_hash, event_id, ledger_time FROM entries WHERE idx = ?")
@@ -1092,10 +1093,13 @@ class SqlStore:
         so every statement sees the same snapshot. A driver error is one sentence
         (:func:`describe_database_error`)."""
         if self.reader.dialect.name != "sqlite":
-            with self.reader.connect() as conn:
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-                conn.execute(_HEAD)  # begin the read transaction
-                yield Exec.of(conn)
+            try:
+                with self.reader.connect() as conn:
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                    conn.execute(_HEAD)  # begin the read transaction
+                    yield Exec.of(conn)  # psycopg's own errors from here on
+            except self._dbapi.Error as exc:
+                raise describe_database_error(exc, self.url) from None
             return
         raw = self.reader.raw_connection()
         try:
